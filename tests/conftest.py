@@ -1,0 +1,41 @@
+"""Shared fixtures: the notebook's own model code (the parity reference) and tiny CIFAR-format data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+paddle.set_device("cpu")
+
+from tests.notebook import notebook_model  # noqa: E402  (the notebook's sections 2.3.1-2.3.3, verbatim)
+
+# A UniNeXt small enough for fast CPU tests, with every code path of T (4 stages, windows, padding).
+TINY = dict(embed_dim=16, depth=[1, 1, 2, 1], ws=[7, 7, 7, 7], num_heads=[1, 2, 4, 8], mlp_ratio=4.)
+
+
+@pytest.fixture(scope="session")
+def nb():
+    """The notebook's model module."""
+    return notebook_model
+
+
+def build_pair(seed: int = 0, **kwargs):
+    """(notebook model, port model) built from the same seed, so with the same initial weights."""
+    from uninext_paddle import UniNeXt
+
+    paddle.seed(seed)
+    reference = notebook_model.UniNeXt(**kwargs)
+    paddle.seed(seed)
+    port = UniNeXt(**kwargs)
+    return reference, port
+
+
+def rel_err(a: paddle.Tensor, b: paddle.Tensor) -> float:
+    """max |a - b| relative to the scale of a."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))

@@ -1,0 +1,28 @@
+"""What the command-line scripts share: user-facing errors as one line and a non-zero exit."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+__all__ = ["CliError", "fail", "run_cli"]
+
+
+class CliError(Exception):
+    """A problem the user can fix (bad flag, missing file, ...). Its message says what and how."""
+
+
+def fail(message: str) -> NoReturn:
+    """Raise a ``CliError`` with ``message``."""
+    raise CliError(message)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run ``main``; a ``CliError`` becomes ``error: <message>`` on stderr and exit status 2, Ctrl-C status 130."""
+    try:
+        main()
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
