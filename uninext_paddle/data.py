@@ -1,0 +1,109 @@
+"""CIFAR-10 as the notebook reads it (section 2.2): the python tarball, its transforms, the cv2 backend.
+
+The notebook's train transforms include ``paddlex.transforms.MixupImage()``. Applied to a single image, as
+``Compose`` does, paddlex 2.1's ``MixupImage.__call__`` returns its input unchanged (it only mixes when given
+a sequence of two samples), and paddlex 3.x no longer has ``paddlex.transforms``. ``MixupImage`` below is that
+identity step, kept in the pipeline so the transform list reads as the notebook's.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+from typing import Any
+
+import numpy as np
+import paddle
+import paddle.vision.transforms as T
+from paddle.vision.datasets import Cifar10
+from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
+
+from .cli import fail
+
+__all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
+           "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10"]
+
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_DATA = os.path.join("data", "cifar-10-python.tar.gz")
+IMAGE_BACKEND = "cv2"  # the notebook's paddle.vision.set_image_backend('cv2'): images are uint8 HWC RGB arrays
+
+
+class MixupImage:
+    """The notebook's ``paddlex.transforms.MixupImage()`` on a single image: the identity (see module doc)."""
+
+    def __call__(self, image: Any) -> Any:
+        return image
+
+    def __repr__(self) -> str:
+        return "MixupImage()"
+
+
+def build_train_transforms(image_size: int = 224) -> T.Compose:
+    """The notebook's ``train_tfm`` at ``image_size`` (224 in the notebook)."""
+    return T.Compose([
+        T.RandomResizedCrop(image_size, scale=(0.6, 1.0)),
+        T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        T.RandomHorizontalFlip(0.5),
+        T.RandomRotation(20),
+        MixupImage(),
+        T.ToTensor(),
+        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+def build_test_transforms(image_size: int = 224) -> T.Compose:
+    """The notebook's ``test_tfm`` at ``image_size`` (224 in the notebook)."""
+    return T.Compose([
+        T.Resize((image_size, image_size)),
+        T.ToTensor(),
+        T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+def ensure_cifar10(path: str, download: bool = True) -> str:
+    """Return ``path`` once the CIFAR-10 python tarball is there, downloading it with Paddle's downloader
+    (progress bar, md5 check) when it is missing and ``download`` is set."""
+    if os.path.isfile(path):
+        return path
+    if os.path.exists(path):
+        fail(f"{path} is not a file: --data must name the CIFAR-10 python tarball (cifar-10-python.tar.gz)")
+    how = (f"download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and put it at {path}, or pass its location with --data")
+    if not download:
+        fail(f"CIFAR-10 not found at {path}: {how}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        print(f"CIFAR-10 not found at {path}; downloading it with Paddle's downloader ...", flush=True)
+        downloaded = paddle.utils.download.get_path_from_url(CIFAR10_URL, folder, md5sum=CIFAR10_MD5,
+                                                             decompress=False)
+    except Exception as err:  # network errors come as many types (httpx, OSError, RuntimeError)
+        fail(f"CIFAR-10 not found at {path} and the download failed ({type(err).__name__}: {err}); {how}")
+    if os.path.abspath(downloaded) != os.path.abspath(path):
+        os.replace(downloaded, path)
+    return path
+
+
+def load_cifar10(path: str, mode: str, transform: Any = None) -> Cifar10:
+    """The CIFAR-10 ``mode`` split ("train" or "test") of the tarball at ``path``, with ``transform``.
+
+    A file that is not the CIFAR-10 python tarball fails with one clear line instead of a traceback.
+    """
+    if not os.path.isfile(path):
+        fail(f"CIFAR-10 not found at {path}: pass the tarball's location with --data")
+    try:
+        dataset = Cifar10(data_file=path, mode=mode, transform=transform, download=False, backend=IMAGE_BACKEND)
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, KeyError, AssertionError, ValueError,
+            TypeError, AttributeError) as err:
+        fail(f"{path} is not a readable CIFAR-10 python tarball ({type(err).__name__}: {err}); "
+             f"download it again (md5 {CIFAR10_MD5})")
+    if len(dataset) == 0:
+        fail(f"{path} holds no CIFAR-10 {mode} batches (expected cifar-10-batches-py/"
+             f"{'data_batch_*' if mode == 'train' else 'test_batch'}); is it the python version of CIFAR-10?")
+    bad = next((i for i, (pixels, label) in enumerate(dataset.data)
+                if np.size(pixels) != 3 * 32 * 32 or not 0 <= label < len(CIFAR10_CLASSES)), None)
+    if bad is not None:
+        fail(f"{path}: {mode} sample {bad} is not a 3x32x32 image with a label in 0..9; "
+             "the file is not CIFAR-10 or is damaged")
+    return dataset
