@@ -1,0 +1,61 @@
+"""Device selection, AMP guards and the evaluation loop's metrics (the notebook's and the exact top-1)."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from tests.conftest import TINY
+from uninext_paddle import LabelSmoothingCrossEntropy, UniNeXt
+from uninext_paddle.cli import CliError
+from uninext_paddle.device import amp_context, make_grad_scaler, select_device
+from uninext_paddle.engine import evaluate
+
+
+def test_select_device_cpu_and_gpu_without_cuda():
+    assert select_device("cpu") == "cpu"
+    assert select_device("auto") == ("cpu" if not paddle.is_compiled_with_cuda() else paddle.device.get_device())
+    if not paddle.is_compiled_with_cuda():
+        with pytest.raises(CliError, match="--device gpu"):
+            select_device("gpu")
+    with pytest.raises(CliError, match="unknown device"):
+        select_device("tpu")
+
+
+def test_amp_off_is_a_no_op_and_half_precision_on_cpu_is_refused():
+    with amp_context("off", "cpu"):
+        pass
+    assert make_grad_scaler("off", "cpu") is None
+    # Paddle 3.3.1's auto_cast does nothing on CPU (and is_bfloat16_supported() is False there)
+    assert not paddle.amp.is_bfloat16_supported("cpu")
+    for amp in ("fp16", "bf16"):
+        with pytest.raises(CliError, match=f"--amp {amp} needs a GPU"):
+            amp_context(amp, "cpu")
+    with pytest.raises(CliError, match="unknown --amp"):
+        amp_context("int8", "cpu")
+
+
+def test_evaluate_reproduces_the_notebook_metrics():
+    paddle.seed(0)
+    model = UniNeXt(num_classes=10, **TINY)
+    x = paddle.randn([10, 3, 32, 32])
+    y = paddle.to_tensor(np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=np.int64))
+    loader = paddle.io.DataLoader(paddle.io.TensorDataset([x, y]), batch_size=4, shuffle=False)
+    criterion = LabelSmoothingCrossEntropy(0.1)
+    result = evaluate(model, loader, criterion, batch_size=128)
+
+    model.eval()
+    with paddle.no_grad():
+        logits = model(x)
+    batches = [slice(0, 4), slice(4, 8), slice(8, 10)]
+    losses = [float(criterion(logits[b], y[b])) for b in batches]
+    accs = [float((logits[b].argmax(1) == y[b]).astype("float32").mean()) for b in batches]
+    predicted = logits.argmax(1).numpy()
+    assert result["loss"] == pytest.approx(sum(losses) / 10 * 128, rel=1e-5)
+    assert result["acc"] == pytest.approx(np.mean(accs), rel=1e-6)  # unequal batches: differs from top-1
+    assert result["correct"] == int((predicted == y.numpy()).sum())
+    assert result["total"] == result["images"] == 10
+    assert result["per_class_total"] == [1] * 10
+    assert result["per_class_correct"] == [int(p == t) for p, t in zip(predicted, range(10))]
+    assert result["seconds"] > 0
+    assert not model.training
