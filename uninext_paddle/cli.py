@@ -1,10 +1,11 @@
 """What the command-line scripts share: user-facing errors as one line and a non-zero exit."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, NoReturn
 
-__all__ = ["CliError", "fail", "run_cli"]
+__all__ = ["CliError", "fail", "run_cli", "ArgumentParser"]
 
 
 class CliError(Exception):
@@ -26,3 +27,11 @@ def run_cli(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors (unknown flag, bad choice, not a number) are the project's one-line errors,
+    pointing at ``--help`` instead of dumping the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
