@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from typing import Callable, NoReturn
 
-__all__ = ["CliError", "fail", "run_cli", "ArgumentParser"]
+__all__ = ["CliError", "fail", "run_cli", "ArgumentParser", "check_writable"]
 
 
 class CliError(Exception):
@@ -27,6 +29,17 @@ def run_cli(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def check_writable(folder: str, what: str) -> None:
+    """Create ``folder`` if needed and fail with one line naming ``what`` (e.g. "--out") unless a file can be
+    written there: scripts call it before long work rather than fail at its end."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        fail(f"cannot write to {what} {folder}: {err.strerror or err}")
 
 
 class ArgumentParser(argparse.ArgumentParser):
