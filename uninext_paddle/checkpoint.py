@@ -6,30 +6,39 @@ and friends), so files written by the notebook and by this project are interchan
 from __future__ import annotations
 
 import os
-from typing import Any
+import pickle
+import random
+from typing import Any, Callable
 
+import numpy as np
 import paddle
 
 from .cli import fail
 from .model import VARIANTS
 
-__all__ = ["atomic_save", "load_file", "model_state_of", "infer_variant", "check_state_dict", "load_weights"]
+__all__ = ["atomic_write", "atomic_save", "load_file", "model_state_of", "infer_variant", "check_state_dict", "load_weights",
+           "LAST_CHECKPOINT", "TRAINING_KEYS", "rng_states", "restore_rng_states", "load_training_checkpoint"]
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``paddle.save(obj, path)`` through a temporary file and ``os.replace``: a crash or Ctrl-C while saving
-    leaves the previous file (or none), never a truncated one."""
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then ``os.replace`` it onto ``path``: a crash, kill or
+    Ctrl-C while writing leaves the previous file (or none), never a truncated one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        paddle.save(obj, tmp)
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``paddle.save(obj, path)``, atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def load_file(path: str, what: str = "checkpoint") -> Any:
@@ -80,3 +89,38 @@ def load_weights(model: paddle.nn.Layer, state: dict[str, Any], path: str, varia
     """Check ``state`` against ``model`` (see ``check_state_dict``), then load it."""
     check_state_dict(model, state, path, variant)
     model.set_state_dict(state)
+
+
+LAST_CHECKPOINT = "last.pdckpt"
+# What train.py's resumable checkpoint holds (nanoGPT-style, one dict): "epoch" is the epoch in progress and
+# "step" the batches of it already done (0 at an epoch boundary), "meter" that epoch's running sums.
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "meter", "best_acc", "records", "rng", "config")
+
+
+def rng_states() -> np.ndarray:
+    """Paddle's (current device), NumPy's and Python's global RNG states, pickled into a uint8 array: the one
+    form that goes through ``paddle.save``/``paddle.load`` unchanged (they reject bytes and uint32 arrays)."""
+    states = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    return np.frombuffer(pickle.dumps(states), dtype=np.uint8)
+
+
+def restore_rng_states(blob: Any) -> None:
+    """Set the global RNGs to what ``rng_states`` captured."""
+    states = pickle.loads(np.asarray(blob, dtype=np.uint8).tobytes())
+    paddle.set_rng_state(states["paddle"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def load_training_checkpoint(path: str, variant: str) -> dict[str, Any]:
+    """A resumable checkpoint written by train.py, checked to be one and to be of ``variant``."""
+    obj = load_file(path, "resume checkpoint")
+    missing = [key for key in TRAINING_KEYS if not isinstance(obj, dict) or key not in obj]
+    if missing:
+        fail(f"{path} is not a resumable training checkpoint (no {', '.join(missing)}); "
+             f"--resume takes the {LAST_CHECKPOINT} that train.py writes in --work-dir")
+    trained = obj["config"].get("variant")
+    if trained != variant:
+        fail(f"{path} is a UniNeXt-{trained} checkpoint but --variant is {variant}; "
+             f"resume it with --variant {trained}")
+    return obj

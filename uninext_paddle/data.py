@@ -7,10 +7,12 @@ identity step, kept in the pipeline so the transform list reads as the notebook'
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
+import random
 import tarfile
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import paddle
@@ -21,7 +23,8 @@ from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 from .cli import fail
 
 __all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
-           "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10"]
+           "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10", "SeededAugment",
+           "EpochBatchSampler", "build_loaders", "start_train_epoch"]
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,3 +110,68 @@ def load_cifar10(path: str, mode: str, transform: Any = None) -> Cifar10:
         fail(f"{path}: {mode} sample {bad} is not a 3x32x32 image with a label in 0..9; "
              "the file is not CIFAR-10 or is damaged")
     return dataset
+
+
+class SeededAugment(paddle.io.Dataset):
+    """``dataset`` whose random transforms draw from ``random.seed(f"{seed}:{epoch}:{index}")``.
+
+    Paddle's vision transforms use Python's global ``random``, consumed by whichever process or prefetch thread
+    happens to load a sample. Seeding per sample makes every augmentation a function of (seed, epoch, index):
+    runs repeat exactly with any ``--num-workers``, and a run resumed mid-epoch sees the very images it would
+    have seen.
+    """
+
+    def __init__(self, dataset: paddle.io.Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        random.seed(f"{self.seed}:{self.epoch}:{index}")
+        return self.dataset[index]
+
+
+class EpochBatchSampler(paddle.io.DistributedBatchSampler):
+    """Paddle's ``DistributedBatchSampler`` (this process's share of the batches; all of them in a single
+    process) with the shuffle order a function of (seed, epoch), and an optional number of leading batches to
+    skip once, for resuming mid-epoch."""
+
+    def __init__(self, dataset: paddle.io.Dataset, batch_size: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = True) -> None:
+        super().__init__(dataset, batch_size, shuffle=shuffle, drop_last=drop_last)
+        self.seed, self.skip = seed, 0
+
+    def start_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Order the batches for ``epoch``; the next iteration starts after ``skip`` of them."""
+        self.set_epoch(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int, seed: int, rank: int = 0,
+                  world_size: int = 1) -> tuple[paddle.io.DataLoader, paddle.io.DataLoader]:
+    """The notebook's train and val loaders (batch ``batch_size``, train shuffled with drop_last, val in order)
+    for this process; in data-parallel runs each process gets a disjoint share of both splits."""
+    train = SeededAugment(load_cifar10(path, "train", build_train_transforms(image_size)), seed)
+    val = load_cifar10(path, "test", build_test_transforms(image_size))
+    if len(train) < batch_size * world_size:
+        fail(f"{path} has {len(train)} train images: fewer than one batch of {batch_size} per process; "
+             "lower --batch-size")
+    if world_size > 1:
+        # every val image exactly once over the processes (DistributedBatchSampler would pad with repeats)
+        val = paddle.io.Subset(val, list(range(rank, len(val), world_size)))
+    train_loader = paddle.io.DataLoader(train, batch_sampler=EpochBatchSampler(train, batch_size, seed),
+                                        num_workers=num_workers)
+    val_loader = paddle.io.DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False,
+                                      num_workers=num_workers)
+    return train_loader, val_loader
+
+
+def start_train_epoch(loader: paddle.io.DataLoader, epoch: int, skip: int = 0) -> None:
+    """Set a ``build_loaders`` train loader to ``epoch``'s order and augmentations, skipping ``skip`` batches."""
+    loader.dataset.epoch = epoch
+    loader.batch_sampler.start_epoch(epoch, skip)

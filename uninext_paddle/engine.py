@@ -8,16 +8,38 @@ is reported alongside. In data-parallel runs every sum is reduced over the proce
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import paddle
 from tqdm import tqdm
 
-from .device import all_reduce_sum, amp_context
+from .device import all_reduce_sum, amp_context, world_size
+from .records import Records
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "train_one_epoch", "EpochMeter", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochMeter:
+    """Running sums of the train epoch in progress; checkpointed, so an epoch resumed mid-way reports the
+    numbers the uninterrupted epoch would have."""
+
+    step: int = 0  # batches done in this epoch
+    loss_sum: float = 0.0  # sum of batch mean losses
+    acc_sum: float = 0.0  # sum of batch accuracies
+    images: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums as a plain dict."""
+        return asdict(self)
 
 
 def _batch_size_of(loader: paddle.io.DataLoader) -> int:
@@ -62,3 +84,62 @@ def evaluate(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: pa
             "correct": correct, "total": total, "top1": correct / max(total, 1),
             "per_class_correct": per_class_correct, "per_class_total": per_class_total,
             "images": total, "seconds": seconds}
+
+
+def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: paddle.nn.Layer,
+                    optimizer: paddle.optimizer.Optimizer, scheduler: paddle.optimizer.lr.LRScheduler,
+                    records: Records, meter: EpochMeter, epoch: int, amp: str = "off", device: str = "cpu",
+                    scaler: paddle.amp.GradScaler | None = None, log_interval: int = 10, progress: bool = False,
+                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+    """The notebook's training epoch, continuing from ``meter`` (batches already done are not in ``loader``).
+
+    Per batch: forward (under ``--amp``), the loss and ``paddle.metric.accuracy``, backward, optimizer step,
+    ``scheduler.step()``; every ``log_interval``-th batch's loss goes to ``records`` (the notebook: every 10th).
+    Checks ``should_stop()`` after every step and returns None if it says so, with ``meter`` ready to be
+    checkpointed. Otherwise returns the epoch's "loss" and "acc" (the notebook's definitions, reduced over
+    processes), "images" and "seconds". Raises ``NonFiniteLossError`` before stepping on a NaN/inf loss.
+    """
+    model.train()
+    batch_size = _batch_size_of(loader)
+    start, seen = time.perf_counter(), 0
+    bar = tqdm(total=len(loader), initial=meter.step, desc=f"epoch {epoch}", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    for x_data, y_data in loader:
+        labels = paddle.unsqueeze(y_data, axis=1)
+        with amp_context(amp, device):
+            logits = model(x_data)
+        logits = logits.astype("float32")
+        loss = criterion(logits, y_data)
+        loss_value = float(loss)
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"the training loss is {loss_value} at epoch {epoch}, batch {meter.step}")
+        acc = float(paddle.metric.accuracy(logits, labels))
+        if meter.step % log_interval == 0:
+            records.add_train_loss(loss_value)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        scheduler.step()
+        optimizer.clear_grad()
+
+        meter.step += 1
+        meter.loss_sum += loss_value
+        meter.acc_sum += acc
+        meter.images += len(y_data)
+        seen += len(y_data)
+        bar.update()
+        if meter.step % log_interval == 0 or meter.step == bar.total:
+            bar.set_postfix(loss=f"{meter.loss_sum / meter.step:.4f}", acc=f"{meter.acc_sum / meter.step:.4f}",
+                            lr=f"{optimizer.get_lr():.3e}",
+                            img_s=f"{seen * world_size() / (time.perf_counter() - start):.1f}")
+        if should_stop():
+            bar.close()
+            return None
+    bar.close()
+    loss_sum, acc_sum, batches, images = all_reduce_sum([meter.loss_sum, meter.acc_sum, meter.step, meter.images])
+    return {"loss": loss_sum / max(images, 1) * batch_size, "acc": acc_sum / max(batches, 1),
+            "images": int(images), "seconds": time.perf_counter() - start}
