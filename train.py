@@ -18,33 +18,26 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 
 import numpy as np
-import paddle
 
-from uninext_paddle import LabelSmoothingCrossEntropy, create_model
+from uninext_paddle import LabelSmoothingCrossEntropy, create_model  # before paddle: silences its ccache warning
+import paddle  # noqa: E402,I001
 from uninext_paddle.checkpoint import (LAST_CHECKPOINT, atomic_save, load_training_checkpoint, load_weights,
                                        restore_rng_states, rng_states)
-from uninext_paddle.cli import fail, run_cli
+from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
 from uninext_paddle.data import DEFAULT_DATA, build_loaders, ensure_cifar10, start_train_epoch
-from uninext_paddle.device import (AMP_MODES, DEVICES, all_reduce_sum, init_distributed, is_main_process,
+from uninext_paddle.device import (AMP_MODES, DEVICES, init_distributed, is_main_process,
                                    make_grad_scaler, rank, select_device, world_size)
-from uninext_paddle.engine import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from uninext_paddle.engine import EpochMeter, NonFiniteLossError, StopRequests, evaluate, train_one_epoch
 from uninext_paddle.model import VARIANTS
 from uninext_paddle.records import HISTORY_FILE, Records
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are the project's one-line errors (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        fail(f"{message} (see python train.py --help)")
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """The flags; every default is the notebook's value."""
-    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--variant", default="T", choices=list(VARIANTS), help="UniNeXt_T, _S or _B")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128, help="per process")
@@ -80,16 +73,6 @@ def check_args(args: argparse.Namespace) -> None:
         fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
 
 
-def check_writable(folder: str) -> None:
-    """Fail now, not after an epoch of training, if ``folder`` cannot hold checkpoints."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        fail(f"cannot write checkpoints to --work-dir {folder}: {err.strerror or err}")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     check_args(args)
@@ -97,18 +80,20 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------------------------------------------------
     # setup: device, processes, seeds, output folder
+    path = lambda name: os.path.join(args.work_dir, name)  # noqa: E731
     device = select_device(args.device)
     amp_scaler = make_grad_scaler(args.amp, device)  # also rejects --amp fp16/bf16 where it cannot run
     init_distributed()
     main_process = is_main_process()
     if main_process:
-        check_writable(args.work_dir)
+        check_writable(args.work_dir, "--work-dir")
         ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
     if world_size() > 1:
         paddle.distributed.barrier()
+    resume_path = None if args.resume is None else args.resume or path(LAST_CHECKPOINT)
+    ckpt = None if resume_path is None else load_training_checkpoint(resume_path, args.variant)  # fail early
     paddle.seed(args.seed)
     np.random.seed(args.seed)
-    path = lambda name: os.path.join(args.work_dir, name)  # noqa: E731
 
     # ------------------------------------------------------------------------------------------------------
     # data (section 2.2)
@@ -116,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                                              args.seed, rank(), world_size())
     if main_process:
         print(f"train_dataset: {len(train_loader.dataset)}")
-        print(f"val_dataset: {len(val_loader.dataset)}" + (f" on rank 0 of {world_size()}" if world_size() > 1 else ""))
+        shared = f" on rank 0 of {world_size()}" if world_size() > 1 else ""
+        print(f"val_dataset: {len(val_loader.dataset)}{shared}")
 
     # ------------------------------------------------------------------------------------------------------
     # model, loss, schedule, optimizer (section 2.4), from scratch or resumed
@@ -128,9 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=scheduler,
                                       weight_decay=args.weight_decay)
     records, best_acc, start_epoch, meter = Records(), 0.0, 0, EpochMeter()
-    if args.resume is not None:
-        resume_path = args.resume or path(LAST_CHECKPOINT)
-        ckpt = load_training_checkpoint(resume_path, args.variant)
+    if ckpt is not None:
         load_weights(model, ckpt["model"], resume_path, args.variant)
         optimizer.set_state_dict(ckpt["optimizer"])
         scheduler.set_state_dict(ckpt["scheduler"])
@@ -155,28 +139,14 @@ def main(argv: list[str] | None = None) -> None:
                 "epoch": epoch, "step": meter.step, "meter": meter.state_dict(), "best_acc": best_acc,
                 "records": records.state_dict(), "rng": rng_states(), "config": config}
 
-    # ------------------------------------------------------------------------------------------------------
-    # stop requests: SIGINT/SIGTERM end the run after the current batch with a resumable checkpoint
-    stop_signals: list[int] = []
-
-    def request_stop(signum: int, frame: object) -> None:
-        if stop_signals:  # a second Ctrl-C: stop now (saves are atomic, the last checkpoint stays whole)
-            raise KeyboardInterrupt
-        stop_signals.append(signum)
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    def should_stop() -> bool:  # every process must agree, or the others would wait in all-reduce forever
-        return all_reduce_sum([len(stop_signals)])[0] > 0
-
-    def stop_now(epoch: int, meter: EpochMeter) -> None:
+    def stop_now(epoch: int, meter: EpochMeter, signum: int | None) -> None:
+        """Save where we are and exit like a process killed by ``signum`` would (128 + signum)."""
+        signum = signum or signal.SIGTERM  # another process got the signal
         if main_process:
             atomic_save(training_checkpoint(epoch, meter), path(LAST_CHECKPOINT))
-            name = signal.Signals(stop_signals[0]).name if stop_signals else "a stop request"
-            print(f"stopped by {name} at epoch {epoch}, batch {meter.step}; to resume, run the same command "
-                  f"with --resume {shlex.quote(path(LAST_CHECKPOINT))}", file=sys.stderr)
-        sys.exit(128 + (stop_signals[0] if stop_signals else signal.SIGTERM))
+            print(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, batch {meter.step}; to resume, "
+                  f"run the same command with --resume {shlex.quote(path(LAST_CHECKPOINT))}", file=sys.stderr)
+        sys.exit(128 + signum)
 
     visualdl = None
     if args.visualdl and main_process:
@@ -185,57 +155,60 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------------------------------------------------
     # the loop: train, validate, save, as in the notebook; plus history.json and last.pdckpt every epoch
-    for epoch in range(start_epoch, args.epochs):
-        start_train_epoch(train_loader, epoch, skip=meter.step)
-        if main_process:
-            print("#===epoch: {}, lr={:.10f}===#".format(epoch, optimizer.get_lr()))
-        first_record = records.loss_iter
-        try:
-            train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter, epoch,
-                                    amp=args.amp, device=device, scaler=amp_scaler, log_interval=args.log_interval,
-                                    progress=main_process, should_stop=should_stop)
-        except NonFiniteLossError as err:
-            fail(f"{err}: stopping; the checkpoints in {args.work_dir} are from before it "
-                 "(try a lower --lr, or --amp off)")
-        if train is None:
-            stop_now(epoch, meter)
-        records.add_train_acc(train["acc"])
-        if main_process:
-            print("#===epoch: {}, train loss is: {}, train acc is: {:2.2f}%===#".format(
-                epoch, train["loss"], train["acc"] * 100))
+    with StopRequests() as stop:  # Ctrl-C/SIGTERM: stop after the current batch, resumable
+        for epoch in range(start_epoch, args.epochs):
+            start_train_epoch(train_loader, epoch, skip=meter.step)
+            if main_process:
+                print("#===epoch: {}, lr={:.10f}===#".format(epoch, optimizer.get_lr()))
+            first_record = records.loss_iter
+            try:
+                train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter,
+                                        epoch, amp=args.amp, device=device, scaler=amp_scaler,
+                                        log_interval=args.log_interval, progress=main_process,
+                                        should_stop=stop.requested)
+            except NonFiniteLossError as err:
+                fail(f"{err}: stopping; the checkpoints in {args.work_dir} are from before it "
+                     "(try a lower --lr, or --amp off)")
+            if train is None:
+                stop_now(epoch, meter, stop.signum)
+            records.add_train_acc(train["acc"])
+            if main_process:
+                print("#===epoch: {}, train loss is: {}, train acc is: {:2.2f}%===#".format(
+                    epoch, train["loss"], train["acc"] * 100))
 
-        val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=main_process,
-                       batch_size=args.batch_size)
-        records.add_val(val["loss"], val["acc"])
-        if main_process:
-            print("#===epoch: {}, val loss is: {}, val acc is: {:2.2f}%===#".format(
-                epoch, val["loss"], val["acc"] * 100))
+            val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=main_process,
+                           batch_size=args.batch_size)
+            records.add_val(val["loss"], val["acc"])
+            if main_process:
+                print("#===epoch: {}, val loss is: {}, val acc is: {:2.2f}%===#".format(
+                    epoch, val["loss"], val["acc"] * 100))
 
-        improved = val["acc"] > best_acc
-        if improved:
-            best_acc = val["acc"]
-        records.add_epoch({"epoch": epoch, "lr": optimizer.get_lr(), "train_loss": train["loss"],
-                           "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
-                           "val_top1": val["top1"], "train_seconds": train["seconds"],
-                           "val_seconds": val["seconds"], "best_acc": best_acc})
-        meter = EpochMeter()
-        if main_process:
+            improved = val["acc"] > best_acc
             if improved:
-                atomic_save(net.state_dict(), path("best_model.pdparams"))
-                atomic_save(optimizer.state_dict(), path("best_optimizer.pdopt"))
-            records.save(path(HISTORY_FILE))
-            atomic_save(training_checkpoint(epoch + 1, meter), path(LAST_CHECKPOINT))
-        if visualdl is not None:
-            for i, value in zip(records.loss_record["train"]["iter"][first_record:],
-                                records.loss_record["train"]["loss"][first_record:]):
-                visualdl.add_scalar("train/loss", value, i)
-            for tag, value in (("train/acc", train["acc"]), ("train/epoch_loss", train["loss"]),
-                               ("val/loss", val["loss"]), ("val/acc", val["acc"]), ("val/top1", val["top1"]),
-                               ("lr", optimizer.get_lr())):
-                visualdl.add_scalar(tag, value, epoch)
-            visualdl.flush()
-        if should_stop():
-            stop_now(epoch + 1, meter)
+                best_acc = val["acc"]
+            records.add_epoch({"epoch": epoch, "lr": optimizer.get_lr(), "train_loss": train["loss"],
+                               "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
+                               "val_top1": val["top1"], "best_acc": best_acc, "train_images": train["images"],
+                               "val_images": val["images"], "train_seconds": train["seconds"],
+                               "val_seconds": val["seconds"]})
+            meter = EpochMeter()
+            if main_process:
+                if improved:
+                    atomic_save(net.state_dict(), path("best_model.pdparams"))
+                    atomic_save(optimizer.state_dict(), path("best_optimizer.pdopt"))
+                records.save(path(HISTORY_FILE))
+                atomic_save(training_checkpoint(epoch + 1, meter), path(LAST_CHECKPOINT))
+            if visualdl is not None:
+                for i, value in zip(records.loss_record["train"]["iter"][first_record:],
+                                    records.loss_record["train"]["loss"][first_record:]):
+                    visualdl.add_scalar("train/loss", value, i)
+                for tag, value in (("train/acc", train["acc"]), ("train/epoch_loss", train["loss"]),
+                                   ("val/loss", val["loss"]), ("val/acc", val["acc"]), ("val/top1", val["top1"]),
+                                   ("lr", optimizer.get_lr())):
+                    visualdl.add_scalar(tag, value, epoch)
+                visualdl.flush()
+            if stop.requested():
+                stop_now(epoch + 1, meter, stop.signum)
 
     # ------------------------------------------------------------------------------------------------------
     # the end, as in the notebook

@@ -113,10 +113,10 @@ def load_cifar10(path: str, mode: str, transform: Any = None) -> Cifar10:
 
 
 class SeededAugment(paddle.io.Dataset):
-    """``dataset`` whose random transforms draw from ``random.seed(f"{seed}:{epoch}:{index}")``.
+    """``dataset`` whose random transforms draw from global RNGs seeded from (seed, epoch, index) per sample.
 
-    Paddle's vision transforms use Python's global ``random``, consumed by whichever process or prefetch thread
-    happens to load a sample. Seeding per sample makes every augmentation a function of (seed, epoch, index):
+    Paddle's vision transforms use Python's and NumPy's global RNGs, consumed by whichever worker process or
+    prefetch thread happens to load a sample. Seeding per sample makes every augmentation a function of (seed, epoch, index):
     runs repeat exactly with any ``--num-workers``, and a run resumed mid-epoch sees the very images it would
     have seen.
     """
@@ -128,7 +128,9 @@ class SeededAugment(paddle.io.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        random.seed(f"{self.seed}:{self.epoch}:{index}")
+        state = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        random.seed(state)
+        np.random.seed(state)
         return self.dataset[index]
 
 
@@ -137,9 +139,10 @@ class EpochBatchSampler(paddle.io.DistributedBatchSampler):
     process) with the shuffle order a function of (seed, epoch), and an optional number of leading batches to
     skip once, for resuming mid-epoch."""
 
-    def __init__(self, dataset: paddle.io.Dataset, batch_size: int, seed: int, shuffle: bool = True,
-                 drop_last: bool = True) -> None:
-        super().__init__(dataset, batch_size, shuffle=shuffle, drop_last=drop_last)
+    def __init__(self, dataset: paddle.io.Dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, drop_last: bool = True) -> None:
+        super().__init__(dataset, batch_size, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                         drop_last=drop_last)
         self.seed, self.skip = seed, 0
 
     def start_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -164,8 +167,8 @@ def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int,
     if world_size > 1:
         # every val image exactly once over the processes (DistributedBatchSampler would pad with repeats)
         val = paddle.io.Subset(val, list(range(rank, len(val), world_size)))
-    train_loader = paddle.io.DataLoader(train, batch_sampler=EpochBatchSampler(train, batch_size, seed),
-                                        num_workers=num_workers)
+    sampler = EpochBatchSampler(train, batch_size, seed, rank, world_size)
+    train_loader = paddle.io.DataLoader(train, batch_sampler=sampler, num_workers=num_workers)
     val_loader = paddle.io.DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False,
                                       num_workers=num_workers)
     return train_loader, val_loader

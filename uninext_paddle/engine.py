@@ -9,6 +9,7 @@ is reported alongside. In data-parallel runs every sum is reduced over the proce
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -20,11 +21,41 @@ from tqdm import tqdm
 from .device import all_reduce_sum, amp_context, world_size
 from .records import Records
 
-__all__ = ["evaluate", "train_one_epoch", "EpochMeter", "NonFiniteLossError"]
+__all__ = ["evaluate", "train_one_epoch", "EpochMeter", "NonFiniteLossError", "StopRequests"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class StopRequests:
+    """While active (``with StopRequests() as stop:``), SIGINT and SIGTERM only set ``stop.signum``, so the loop
+    can end at a batch boundary with a resumable checkpoint; a second signal raises ``KeyboardInterrupt`` at
+    once. The previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self) -> bool:
+        """Whether any process got a stop signal; every process must ask, all at the same batch (in
+        data-parallel runs the others would otherwise wait in the next all-reduce forever)."""
+        return all_reduce_sum([self.signum is not None])[0] > 0
+
+    def __enter__(self) -> StopRequests:
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 @dataclass

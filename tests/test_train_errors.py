@@ -1,0 +1,122 @@
+"""Every bad input to train.py ends in one line on stderr and a non-zero exit, never a traceback.
+
+Most cases call ``train.main`` in-process (a ``CliError`` is what ``run_cli`` turns into that line); two run
+the real script to check the line itself. Nothing here downloads: the downloader is replaced by one that fails.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import paddle
+import pytest
+
+import train
+from tests.cifar_fixture import make_cifar_tarball
+from tests.conftest import ROOT
+from uninext_paddle.checkpoint import TRAINING_KEYS
+from uninext_paddle.cli import CliError
+
+FAST = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_cifar_tarball(tmp_path_factory.mktemp("data") / "cifar.tar.gz", train_per_class=2, test_per_class=1)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(paddle.utils.download, "get_path_from_url", no_network)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "X"], "invalid choice: 'X'"),
+    (["--epochs", "0"], "--epochs must be positive"),
+    (["--batch-size", "-8"], "--batch-size must be positive"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--epochs", "two"], "invalid int value"),
+    (["--amp", "bf16", "--device", "cpu"], "--amp bf16 needs a GPU"),
+    (["--batch-size", "64", "--data", "{data}"], "fewer than one batch of 64"),
+])
+def test_bad_flags(args, message, data, tmp_path):
+    args = [a.replace("{data}", str(data)) for a in args]
+    with pytest.raises(CliError, match=message):
+        train.main(["--work-dir", str(tmp_path), *args])
+
+
+def test_missing_data_offline_says_where_to_put_it(offline, tmp_path):
+    missing = tmp_path / "nowhere" / "cifar-10-python.tar.gz"
+    with pytest.raises(CliError, match=f"CIFAR-10 not found at {missing} and the download failed.*put it at"):
+        train.main(["--data", str(missing), "--work-dir", str(tmp_path / "w"), *FAST])
+
+
+def test_corrupt_data(tmp_path):
+    bad = tmp_path / "cifar-10-python.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    with pytest.raises(CliError, match="is not a readable CIFAR-10 python tarball"):
+        train.main(["--data", str(bad), "--work-dir", str(tmp_path / "w"), *FAST])
+
+
+def test_unwritable_work_dir(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(CliError, match="cannot write to --work-dir"):
+        train.main(["--data", str(data), "--work-dir", str(blocker / "model"), *FAST])
+
+
+def test_resume_missing_corrupt_foreign_or_of_another_variant(data, tmp_path):
+    common = ["--data", str(data), "--work-dir", str(tmp_path / "w"), *FAST]
+    with pytest.raises(CliError, match="resume checkpoint not found"):
+        train.main([*common, "--resume", str(tmp_path / "none.pdckpt")])
+    with pytest.raises(CliError, match="resume checkpoint not found: .*last.pdckpt"):
+        train.main([*common, "--resume"])
+    corrupt = tmp_path / "corrupt.pdckpt"
+    corrupt.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(CliError, match="is not a readable Paddle file"):
+        train.main([*common, "--resume", str(corrupt)])
+    weights = tmp_path / "best_model.pdparams"
+    paddle.save({"head.weight": paddle.zeros([2, 2])}, str(weights))
+    with pytest.raises(CliError, match="not a resumable training checkpoint"):
+        train.main([*common, "--resume", str(weights)])
+    other = tmp_path / "other.pdckpt"
+    paddle.save({**{key: 0 for key in TRAINING_KEYS}, "config": {"variant": "S"}}, str(other))
+    with pytest.raises(CliError, match="UniNeXt-S checkpoint but --variant is T; resume it with --variant S"):
+        train.main([*common, "--resume", str(other)])
+
+
+def test_nan_loss_stops_and_leaves_the_checkpoints_alone(data, tmp_path, monkeypatch):
+    class NanLoss(paddle.nn.Layer):
+        def forward(self, logits, labels):
+            return logits.mean() * float("nan")
+
+    monkeypatch.setattr(train, "LabelSmoothingCrossEntropy", lambda smoothing: NanLoss())
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "last.pdckpt").write_bytes(b"the previous good checkpoint")
+    with pytest.raises(CliError, match="the training loss is nan at epoch 0, batch 0: stopping"):
+        train.main(["--data", str(data), "--work-dir", str(work), *FAST])
+    assert sorted(p.name for p in work.iterdir()) == ["last.pdckpt"]
+    assert (work / "last.pdckpt").read_bytes() == b"the previous good checkpoint"
+
+
+@pytest.mark.parametrize("case", ["variant", "offline"])
+def test_the_script_prints_one_line_and_no_traceback(case, tmp_path):
+    if case == "variant":
+        command = [str(ROOT / "train.py"), "--variant", "X"]
+    else:  # the real script, its downloader made to fail: no network access is attempted
+        command = ["-c", "import runpy, sys, uninext_paddle, paddle.utils.download as d\n"
+                   "def no_network(*a, **k): raise ConnectionError('network is unreachable')\n"
+                   "d.get_path_from_url = no_network\n"
+                   f"sys.argv = ['train.py', '--data', {str(tmp_path / 'c.tar.gz')!r}, '--work-dir', "
+                   f"{str(tmp_path / 'w')!r}]\n"
+                   f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')"]
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert ("invalid choice: 'X'" if case == "variant" else "the download failed") in lines[0]
