@@ -69,8 +69,6 @@ def check_args(args: argparse.Namespace) -> None:
         fail("--weight-decay and --num-workers must not be negative")
     if not 0 <= args.smoothing < 1 or not 0 <= args.drop_path_rate < 1:
         fail("--smoothing and --drop-path-rate must be in [0, 1)")
-    if args.image_size < 16:
-        fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
 
 
 def main(argv: list[str] | None = None) -> None:
