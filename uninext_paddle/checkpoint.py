@@ -17,7 +17,8 @@ from .cli import fail
 from .model import VARIANTS
 
 __all__ = ["atomic_write", "atomic_save", "load_file", "model_state_of", "infer_variant", "check_state_dict",
-           "load_weights", "LAST_CHECKPOINT", "TRAINING_KEYS", "rng_states", "restore_rng_states", "load_training_checkpoint"]
+           "load_weights", "LAST_CHECKPOINT", "TRAINING_KEYS", "rng_states", "restore_rng_states",
+           "load_training_checkpoint"]
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
