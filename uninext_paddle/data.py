@@ -117,8 +117,8 @@ class SeededAugment(paddle.io.Dataset):
 
     Paddle's vision transforms use Python's and NumPy's global RNGs, consumed by whichever worker process or
     prefetch thread happens to load a sample. Seeding per sample makes every augmentation a function of
-    (seed, epoch, index): runs repeat exactly with any ``--num-workers``, and a run resumed mid-epoch sees the very images it would
-    have seen.
+    (seed, epoch, index): runs repeat exactly with any ``--num-workers``, and a run resumed mid-epoch sees the
+    very images it would have seen.
     """
 
     def __init__(self, dataset: paddle.io.Dataset, seed: int) -> None:
