@@ -18,7 +18,6 @@ import numpy as np
 from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
 from uninext_paddle.data import DEFAULT_DATA, build_test_transforms, load_cifar10
 from uninext_paddle.device import DEVICES, select_device
-from uninext_paddle.explain import explain_image, plot_explanation
 from uninext_paddle.inference import load_model
 from uninext_paddle.model import VARIANTS
 from uninext_paddle.plots import denormalize, get_cifar10_labels, plot_learning_curve, save_figure, show_images
@@ -104,6 +103,9 @@ def plot_predictions(model: paddle.nn.Layer, dataset: paddle.io.Dataset, out: st
 
 def explain(model: paddle.nn.Layer, dataset: paddle.io.Dataset, args: argparse.Namespace, device: str) -> None:
     """The notebook's LIME explanation of each test image in ``--index``, for its true class."""
+    # interpretdl (with scikit-learn and scikit-image) takes seconds to import: only --lime pays for it
+    from uninext_paddle.explain import explain_image, plot_explanation
+
     for index in args.index:
         image, label = dataset[index]
         image = np.asarray(image)  # [3, H, W] float32, as the notebook's X.numpy()[index]

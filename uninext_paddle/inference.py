@@ -6,6 +6,7 @@ reshapes with a ``-1`` batch, so one ``InputSpec([None, 3, size, size])`` gives 
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -70,10 +71,10 @@ def export_model(model: paddle.nn.Layer, folder: str, image_size: int) -> str:
     """Save ``model`` as a Paddle inference model for [any batch, 3, ``image_size``, ``image_size``] float32
     inputs in ``folder``; return the path prefix (``paddle.jit.load`` / Paddle Inference take it)."""
     prefix = os.path.join(folder, EXPORT_PREFIX)
-    model.eval()
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", "x")]
+    # to_static replaces a layer's forward in place; converting a copy leaves ``model`` dynamic (and fast).
     # full_graph: the AST converter, which yields one whole program that jit.save can write (SOT may fall back).
-    static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    static_model = paddle.jit.to_static(copy.deepcopy(model).eval(), input_spec=spec, full_graph=True)
     try:
         os.makedirs(folder, exist_ok=True)
         paddle.jit.save(static_model, prefix)
