@@ -39,14 +39,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="train.py's loss_record/acc_record file")
     p.add_argument("--ckpt", default=os.path.join("work", "model", "best_model.pdparams"),
                    help="model weights: a train.py checkpoint or the notebook's state_dict")
-    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="default: inferred from the weights")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="UniNeXt variant; None: inferred from the weights' shapes")
     p.add_argument("--data", default=DEFAULT_DATA, help="CIFAR-10 python tarball")
     p.add_argument("--image-size", type=int, default=224, help="side the test images are resized to")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: the GPU when Paddle sees one")
     p.add_argument("--index", type=int, nargs="+", default=[3], help="test image(s) LIME explains")
     p.add_argument("--num-samples", type=int, default=1000, help="LIME's perturbed samples per image")
     p.add_argument("--batch-size", type=int, default=10, help="LIME's samples per forward pass")
-    p.add_argument("--seed", type=int, default=None, help="LIME's sampling seed (default: random, as the notebook)")
+    p.add_argument("--seed", type=int, default=None, help="LIME's sampling seed; None: random, as in the notebook")
     return p
 
 
