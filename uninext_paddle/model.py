@@ -15,7 +15,9 @@ of the local-window-attention variant, kept faithful to it:
 
 What differs is only how the tensors are moved: q, k and v are windowed in one transpose instead of
 three, reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with
-a dynamic batch), and the map sizes come from the convolutions' real outputs rather than ``H // 2**k``.
+a dynamic batch), the map sizes come from the convolutions' real outputs rather than ``H // 2**k``, and
+on CPU the depthwise convs of small maps and the inference-time Linears take the faster formulations of
+``fastpath.py`` (same sums; GPU keeps Paddle's cuDNN/cuBLAS ops).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .droppath import DropPath
+from .fastpath import depthwise3x3, linear
 
 __all__ = [
     "local_group", "img2group", "group2image", "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block",
@@ -171,10 +174,9 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
-        x = self.drop(self.act(self.fc1(x)))  # [B, H*W, hidden]
-        x1 = _image_to_tokens(self.dwconv(_tokens_to_image(x, H, W)))
-        x = x + self.norm_act(x1)
-        return self.drop(self.fc2(x))
+        x = self.drop(self.act(linear(self.fc1, x)))  # [B, H*W, hidden]
+        x = x + self.norm_act(depthwise3x3(self.dwconv, x, H, W))
+        return self.drop(linear(self.fc2, x))
 
 
 class DilatedAttention(nn.Layer):
@@ -208,15 +210,15 @@ class DilatedAttention(nn.Layer):
     def forward(self, qkv: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """qkv: [B, H*W, 3*dim], the output of the block's qkv Linear -> [B, H*W, dim]."""
         C = self.dim
-        lepe = _image_to_tokens(self.lepe(_tokens_to_image(qkv[:, :, 2 * C:], H, W)))  # [B, H*W, C]
+        lepe = depthwise3x3(self.lepe, qkv[:, :, 2 * C:], H, W)  # [B, H*W, C]
 
         windows, Hp, Wp = _window_qkv(qkv, H, W, self.ws, self.num_heads)
         q, k, v = windows[0], windows[1], windows[2]  # [B*G, heads, ws*ws, head_dim]
         q = q * self.scale
-        attn = q @ k.transpose([0, 1, 3, 2])  # [B*G, heads, ws*ws, ws*ws]
+        attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, ws*ws, ws*ws]
         attn = self.attn_drop(F.softmax(attn, axis=-1))
         x = _unwindow(attn @ v, H, W, Hp, Wp, self.ws)
-        return self.proj(x + lepe)
+        return linear(self.proj, x + lepe)
 
 
 class UnifiedBlock(nn.Layer):
@@ -255,9 +257,9 @@ class UnifiedBlock(nn.Layer):
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """x: [B, H*W, dim] -> [B, H*W, dim]."""
-        x = x + self.drop_path(self.attns(self.qkv(self.norm1(x)), H, W))
+        x = x + self.drop_path(self.attns(linear(self.qkv, self.norm1(x)), H, W))
         x = x + self.drop_path(self.mlp(self.norm2(x), H, W))
-        return x + _image_to_tokens(self.cpe(_tokens_to_image(x, H, W)))
+        return x + depthwise3x3(self.cpe, x, H, W)
 
 
 class Merge_Block(nn.Layer):

@@ -1,0 +1,155 @@
+"""Benchmark: the notebook's UniNeXt code against the port, side by side in one process on the same weights.
+
+Rows: forward at 224 (batch 8), forward at 32 (batch 64), one train step at 32 (batch 64: forward, backward,
+Adam lr 1e-4 wd 1e-5 on LabelSmoothingCrossEntropy), and the notebook's data transforms at 224 on one
+worker. Each model row is warmed up, timed ``--reps`` times and the median reported; the two models
+alternate within each repetition so machine noise hits both alike. ``--ablate`` adds a column per fast path
+(uninext_paddle/fastpath.py) with that one switched off, to show what each buys.
+
+    python -m bench.bench_model --variant T --reps 5 --ablate
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import paddle
+
+warnings.filterwarnings("ignore", message="No ccache found")
+paddle.set_device("cpu")
+
+import uninext_paddle as up  # noqa: E402
+from tests.notebook import notebook_model as nb  # noqa: E402  (the notebook's code, the reference)
+from uninext_paddle import fastpath  # noqa: E402
+
+# (row name, image side, batch, train step?)
+MODEL_ROWS = [("forward 224 b8", 224, 8, False), ("forward 32 b64", 32, 64, False),
+              ("train step 32 b64", 32, 64, True)]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def forward_fn(model: paddle.nn.Layer, x: paddle.Tensor) -> Callable[[], Any]:
+    def run() -> None:
+        with paddle.no_grad():
+            model(x)
+    return run
+
+
+def train_step_fn(model: paddle.nn.Layer, loss_fn: paddle.nn.Layer, x: paddle.Tensor,
+                  y: paddle.Tensor) -> Callable[[], Any]:
+    opt = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=1e-4, weight_decay=1e-5)
+
+    def run() -> None:
+        loss_fn(model(x), y).backward()
+        opt.step()
+        opt.clear_grad()
+    return run
+
+
+def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dict[str, Any]]:
+    """Time every model row for the notebook, the port, and (``ablate``) the port minus each fast path."""
+    paddle.seed(0)
+    notebook = getattr(nb, f"UniNeXt_{variant}")()
+    port = up.create_model(variant)
+    port.set_state_dict(notebook.state_dict())
+    # contestant name -> (model, context manager factory switching fast paths off)
+    contestants: dict[str, tuple[paddle.nn.Layer, Callable[[], Any]]] = {
+        "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext)}
+    if ablate:
+        contestants["port, no fast paths"] = (port, fastpath.disabled)
+        for name in fastpath.FASTPATHS:
+            contestants[f"port, no {name}"] = (port, lambda name=name: fastpath.disabled(name))
+    rows = []
+    for row, size, batch, train in MODEL_ROWS:
+        x = paddle.randn([batch, 3, size, size])
+        y = paddle.randint(0, 10, [batch])
+        notebook.eval(), port.eval()
+        with paddle.no_grad():
+            diff = float((notebook(x) - port(x)).abs().max())
+        result: dict[str, Any] = {"row": row, "batch": batch, "max_abs_logit_diff": diff, "ips": {}}
+        runs = {}
+        for name, (model, ctx) in contestants.items():
+            if train:
+                # each contestant trains its own copy, from the same weights, so the steps stay comparable
+                copy = getattr(nb, f"UniNeXt_{variant}")() if name == "notebook" else up.create_model(variant)
+                copy.set_state_dict(notebook.state_dict())
+                copy.train()
+                runs[name] = (train_step_fn(copy, up.LabelSmoothingCrossEntropy(), x, y), ctx)
+            else:
+                runs[name] = (forward_fn(model, x), ctx)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for i in range(warmup + reps):
+            for name, (fn, ctx) in runs.items():
+                with ctx():
+                    seconds = timed(fn)
+                if i >= warmup:
+                    times[name].append(seconds)
+        for name, ts in times.items():
+            result["ips"][name] = batch / statistics.median(ts)
+        rows.append(result)
+        print_row(result)
+    return rows
+
+
+def bench_transforms(image_size: int, images: int) -> dict[str, float]:
+    """Images/s of the notebook's train and test transforms (uninext_paddle.data) on one worker, fed the
+    way the CIFAR-10 dataset feeds them: uint8 HWC 32x32 RGB arrays (cv2 backend)."""
+    from uninext_paddle.data import build_test_transforms, build_train_transforms
+
+    rng = np.random.default_rng(0)
+    batch = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(images)]
+    result = {}
+    for name, tfm in (("train transforms", build_train_transforms(image_size)),
+                      ("test transforms", build_test_transforms(image_size))):
+        for img in batch[:10]:  # warm-up
+            tfm(img)
+        seconds = timed(lambda: [tfm(img) for img in batch])
+        result[name] = images / seconds
+    return result
+
+
+def print_row(r: dict[str, Any]) -> None:
+    ips = r["ips"]
+    others = "  ".join(f"{k}: {v:6.1f} ({v / ips['notebook']:.2f}x)" for k, v in ips.items()
+                       if k not in ("notebook", "port"))
+    print(f"| {r['row']:<18} | {ips['notebook']:8.1f} | {ips['port']:8.1f} | {ips['port'] / ips['notebook']:5.2f}x "
+          f"| {r['max_abs_logit_diff']:.1e} | {others}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variant", default="T", choices=list(up.VARIANTS), help="UniNeXt variant (default: T)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per row, median reported (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default: 1)")
+    p.add_argument("--ablate", action="store_true", help="also time the port with each fast path switched off")
+    p.add_argument("--transform-images", type=int, default=500,
+                   help="images through each transform pipeline, 0 to skip that row (default: 500)")
+    args = p.parse_args(argv)
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"UniNeXt-{args.variant}, Paddle {paddle.__version__}, {cpu}, {paddle.device.cuda.device_count()} GPUs, "
+          f"{datetime.datetime.now():%Y-%m-%d %H:%M}, reps {args.reps}, warm-up {args.warmup}")
+    print("| row                | notebook img/s | port img/s | port/notebook | max abs logit diff | ablations")
+    bench_models(args.variant, args.reps, args.warmup, args.ablate)
+    if args.transform_images:
+        for name, ips in bench_transforms(224, args.transform_images).items():
+            print(f"| {name + ' 224':<18} | one worker: {ips:.1f} img/s")
+
+
+if __name__ == "__main__":
+    main()

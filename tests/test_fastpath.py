@@ -1,0 +1,101 @@
+"""The CPU fast paths (uninext_paddle/fastpath.py) against the ops they replace: outputs and gradients."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+from paddle import nn
+
+import uninext_paddle as up
+from tests.conftest import TINY, build_pair, rel_err
+from uninext_paddle import fastpath
+
+
+def conv_reference(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
+    """Paddle's own conv on the image, as the notebook runs it: [B, H*W, C] -> [B, H*W, C]."""
+    C = x.shape[-1]
+    image = x.transpose([0, 2, 1]).reshape([-1, C, H, W])
+    return F.conv2d(image, conv.weight, conv.bias, padding=1, groups=C).flatten(2).transpose([0, 2, 1])
+
+
+@pytest.mark.parametrize("H,W", [(1, 1), (2, 2), (3, 3), (4, 4), (1, 3), (2, 4)])
+def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W):
+    assert H * W <= fastpath.SMALL_MAP_TOKENS  # these all take the fast path
+    paddle.seed(H * 10 + W)
+    conv = nn.Conv2D(24, 24, 3, 1, 1, groups=24)
+    nn.initializer.Normal()(conv.bias)  # a nonzero bias, unlike the init
+    x = paddle.randn([5, H * W, 24])
+    x.stop_gradient = False
+    upstream = paddle.randn([5, H * W, 24])
+    got = fastpath.depthwise3x3(conv, x, H, W)
+    expected = conv_reference(conv, x, H, W)
+    # Same taps summed in the kernel's order: bitwise equal output and input gradient on the maps 32x32
+    # and 64x64 inputs produce (sides 1, 2, 4); on a 3x3 map Paddle's GEMM sums its last column in
+    # another order, so there they agree to float rounding.
+    if H == W and H != 3:
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    else:
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    grads = paddle.grad(got, [x, conv.weight, conv.bias], upstream)
+    ref_grads = paddle.grad(expected, [x, conv.weight, conv.bias], upstream)
+    np.testing.assert_array_equal(grads[0].numpy(), ref_grads[0].numpy())
+    for g, r in zip(grads[1:], ref_grads[1:]):  # weight and bias gradients: reduced in another order
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_one_by_one_map_is_the_centre_tap():
+    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    x = paddle.randn([3, 1, 8])
+    expected = x * conv.weight[:, 0, 1, 1] + conv.bias
+    np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x, 1, 1).numpy(), expected.numpy())
+
+
+def test_large_maps_and_disabled_fast_paths_use_paddles_ops():
+    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    x = paddle.randn([2, 49, 8])
+    np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x, 7, 7).numpy(), conv_reference(conv, x, 7, 7).numpy())
+    with fastpath.disabled():
+        assert not fastpath.use_fastpath("small_map_dwconv", x)
+        np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x[:, :4], 2, 2).numpy(),
+                                      conv_reference(conv, x[:, :4], 2, 2).numpy())
+    assert fastpath.use_fastpath("small_map_dwconv", x)  # restored
+
+
+def test_addmm_linear_equals_the_layer():
+    layer = nn.Linear(16, 12)
+    nn.initializer.Normal()(layer.bias)
+    x = paddle.randn([3, 5, 16])
+    x.stop_gradient = False
+    with paddle.no_grad():  # addmm is used only without autograd
+        got, expected = fastpath.linear(layer, x), layer(x)
+    assert got.shape == [3, 5, 12]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(fastpath.linear(layer, x).numpy(), layer(x).numpy())  # autograd: the layer
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_model_with_and_without_fast_paths_matches_the_notebook(nb, size):
+    # 32: stages 3-4 on 2x2 and 1x1 maps; 64: 4x4 and 2x2. Both fast paths on, then off.
+    reference, port = build_pair(seed=2, num_classes=10, **TINY)
+    reference.eval(), port.eval()
+    x = paddle.randn([2, 3, size, size])
+    with paddle.no_grad():
+        expected = reference(x)
+        fast = port(x)
+        with fastpath.disabled():
+            slow = port(x)
+    assert rel_err(expected, fast) <= 1e-5
+    assert rel_err(expected, slow) <= 1e-5
+
+
+def test_train_step_gradients_match_the_notebook(nb):
+    reference, port = build_pair(seed=4, num_classes=10, **TINY)
+    x, y = paddle.randn([3, 3, 32, 32]), paddle.to_tensor([0, 4, 9])
+    for model, loss_fn in ((reference, nb.LabelSmoothingCrossEntropy()), (port, up.LabelSmoothingCrossEntropy())):
+        loss_fn(model(x), y).backward()
+    theirs = dict(reference.named_parameters())
+    for name, p in port.named_parameters():
+        ref = theirs[name].grad.numpy()
+        np.testing.assert_allclose(p.grad.numpy(), ref, rtol=1e-4, atol=1e-6 * max(np.abs(ref).max(), 1e-3),
+                                   err_msg=name)
