@@ -13,6 +13,7 @@ import time
 import numpy as np
 import paddle
 
+from . import fastpath
 from .checkpoint import infer_variant, load_file, load_weights, model_state_of
 from .cli import fail
 from .device import amp_context
@@ -77,7 +78,10 @@ def export_model(model: paddle.nn.Layer, folder: str, image_size: int) -> str:
     static_model = paddle.jit.to_static(copy.deepcopy(model).eval(), input_spec=spec, full_graph=True)
     try:
         os.makedirs(folder, exist_ok=True)
-        paddle.jit.save(static_model, prefix)
+        # Traced with Paddle's own conv and Linear ops rather than the CPU fast paths: the file may be deployed
+        # on any device, and Paddle Inference's fusion passes recognise those ops.
+        with fastpath.disabled():
+            paddle.jit.save(static_model, prefix)
     except OSError as err:
         fail(f"cannot write the exported model to {folder}: {err.strerror or err}")
     return prefix
