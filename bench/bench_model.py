@@ -70,7 +70,6 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
     contestants: dict[str, tuple[paddle.nn.Layer, Callable[[], Any]]] = {
         "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext)}
     if ablate:
-        contestants["port, no fast paths"] = (port, fastpath.disabled)
         for name in fastpath.FASTPATHS:
             contestants[f"port, no {name}"] = (port, lambda name=name: fastpath.disabled(name))
     rows = []

@@ -1,18 +1,14 @@
-"""Faster CPU formulations of UniNeXt's hot ops, chosen by device in one place (``use_fastpath``).
+"""A faster CPU formulation of UniNeXt's small-map depthwise convs, chosen by device in one place
+(``use_fastpath``).
 
-Paddle's CPU kernels make two of the model's ops far slower than their arithmetic:
-
-- ``depthwise_conv2d`` has a large fixed cost per call and per channel: a [64, 1024, 1, 1] input (exactly
-  ``x * w[:, :, 1, 1] + b``) takes tens of milliseconds, and its backward several times that. Every block
-  runs three of them (LePE, HdC, PC), and at 32x32 input stages 2-4 run on 4x4, 2x2 and 1x1 maps.
-  ``depthwise3x3`` runs a 3x3/stride-1/pad-1 depthwise conv on a small map as 9 gathered multiply-adds
-  in the token layout (so the token<->image transposes disappear too), summed in the kernel's order.
-- ``nn.Linear`` runs as a matmul plus a separate broadcast add of the bias; ``linear`` uses ``addmm``,
-  which adds the bias inside the GEMM (inference only: its backward is slower).
-
-Both compute the same sums as the originals, in the same order where Paddle's kernels allow it (see
-``depthwise3x3``); what differs is float rounding at most (tests/test_fastpath.py). On other devices (GPU: cuDNN/cuBLAS) and for
-larger maps the original ops are used unchanged.
+Paddle's CPU ``depthwise_conv2d`` (im2col + one tiny GEMM per image and channel) has a large fixed cost
+per call and per channel: a [64, 1024, 1, 1] input (exactly ``x * w[:, :, 1, 1] + b``) takes tens of
+milliseconds, and its backward several times that. Every block runs three of them (LePE, HdC, PC), and
+at 32x32 input stages 2-4 run on 4x4, 2x2 and 1x1 maps. ``depthwise3x3`` runs a 3x3/stride-1/pad-1
+depthwise conv on such a small map as gathered multiply-adds in the token layout (so the token<->image
+transposes disappear too), summed in the kernel's order: the same sums, in the same order where
+Paddle's kernel allows it, float rounding at most otherwise (tests/test_fastpath.py). On other devices
+(GPU: cuDNN) and on larger maps Paddle's conv is used unchanged.
 """
 from __future__ import annotations
 
@@ -25,10 +21,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "linear", "SMALL_MAP_TOKENS"]
+__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "SMALL_MAP_TOKENS"]
 
 # The fast paths by name; ``disabled`` switches them off (the benchmark measures each one's gain this way).
-FASTPATHS: dict[str, bool] = {"small_map_dwconv": True, "addmm_linear": True}
+FASTPATHS: dict[str, bool] = {"small_map_dwconv": True}
 
 # Largest map (H*W tokens) that ``depthwise3x3`` runs tap by tap. Measured on 2 CPU cores at batch 64, the
 # tap-by-tap form is 5-300x faster than Paddle's kernel on 1x1 and 2x2 maps, about 2x on 4x4 (forward),
@@ -101,15 +97,3 @@ def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Te
         return out if conv.bias is None else out + conv.bias
     image = x.transpose([0, 2, 1]).reshape([-1, C, H, W])
     return conv(image).flatten(2).transpose([0, 2, 1])
-
-
-def linear(layer: nn.Linear, x: paddle.Tensor) -> paddle.Tensor:
-    """``layer(x)`` for x [..., in]; on CPU without autograd as one ``addmm`` (bias added inside the GEMM).
-
-    Only without autograd: Paddle's CPU ``addmm`` backward is slower than matmul's plus add's (measured:
-    train step 30% slower), while its forward saves the separate pass over the output.
-    """
-    if layer.bias is None or paddle.is_grad_enabled() or not use_fastpath("addmm_linear", x):
-        return layer(x)
-    out = paddle.addmm(layer.bias, x.reshape([-1, x.shape[-1]]), layer.weight)
-    return out.reshape([-1, *x.shape[1:-1], out.shape[-1]])

@@ -16,8 +16,8 @@ of the local-window-attention variant, kept faithful to it:
 What differs is only how the tensors are moved: q, k and v are windowed in one transpose instead of
 three, reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with
 a dynamic batch), the map sizes come from the convolutions' real outputs rather than ``H // 2**k``, and
-on CPU the depthwise convs of small maps and the inference-time Linears take the faster formulations of
-``fastpath.py`` (same sums; GPU keeps Paddle's cuDNN/cuBLAS ops).
+on CPU the depthwise convs of small maps take the faster formulation of ``fastpath.py`` (same sums;
+GPU keeps Paddle's cuDNN kernel).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .droppath import DropPath
-from .fastpath import depthwise3x3, linear
+from .fastpath import depthwise3x3
 
 __all__ = [
     "local_group", "img2group", "group2image", "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block",
@@ -174,9 +174,9 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
-        x = self.drop(self.act(linear(self.fc1, x)))  # [B, H*W, hidden]
+        x = self.drop(self.act(self.fc1(x)))  # [B, H*W, hidden]
         x = x + self.norm_act(depthwise3x3(self.dwconv, x, H, W))
-        return self.drop(linear(self.fc2, x))
+        return self.drop(self.fc2(x))
 
 
 class DilatedAttention(nn.Layer):
@@ -218,7 +218,7 @@ class DilatedAttention(nn.Layer):
         attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, ws*ws, ws*ws]
         attn = self.attn_drop(F.softmax(attn, axis=-1))
         x = _unwindow(attn @ v, H, W, Hp, Wp, self.ws)
-        return linear(self.proj, x + lepe)
+        return self.proj(x + lepe)
 
 
 class UnifiedBlock(nn.Layer):
@@ -257,7 +257,7 @@ class UnifiedBlock(nn.Layer):
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """x: [B, H*W, dim] -> [B, H*W, dim]."""
-        x = x + self.drop_path(self.attns(linear(self.qkv, self.norm1(x)), H, W))
+        x = x + self.drop_path(self.attns(self.qkv(self.norm1(x)), H, W))
         x = x + self.drop_path(self.mlp(self.norm2(x), H, W))
         return x + depthwise3x3(self.cpe, x, H, W)
 
