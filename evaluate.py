@@ -12,12 +12,11 @@ passes on a batch already on the device).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from uninext_paddle import LabelSmoothingCrossEntropy
-from uninext_paddle.checkpoint import atomic_write
+from uninext_paddle.checkpoint import atomic_write_json
 from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
 from uninext_paddle.data import CIFAR10_CLASSES, DEFAULT_DATA, build_test_transforms, load_cifar10
 from uninext_paddle.device import AMP_MODES, DEVICES, amp_context, select_device
@@ -61,14 +60,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def write_json(path: str, report: dict) -> None:
     """``report`` as JSON at ``path``, atomically; an unwritable place fails with one line."""
-    text = json.dumps(report, indent=1)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
     try:
-        atomic_write(path, write)
+        atomic_write_json(report, path)
     except OSError as err:
         fail(f"cannot write --json {path}: {err.strerror or err}")
 

@@ -9,7 +9,6 @@ Headless: figures are rendered off-screen and written to --out. Give one or more
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
@@ -20,6 +19,7 @@ from uninext_paddle.data import DEFAULT_DATA, build_test_transforms, load_cifar1
 from uninext_paddle.device import DEVICES, select_device
 from uninext_paddle.inference import load_model
 from uninext_paddle.model import VARIANTS
+from uninext_paddle.records import HISTORY_FILE, load_history
 from uninext_paddle.plots import denormalize, get_cifar10_labels, plot_learning_curve, save_figure, show_images
 
 import paddle  # noqa: E402  (after uninext_paddle, which silences Paddle's import-time ccache warning)
@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     modes.add_argument("--predictions", action="store_true", help="the first 18 test images, predicted and true")
     modes.add_argument("--lime", action="store_true", help="LIME explanation of test image(s) --index")
     p.add_argument("--out", default="work", help="folder the PNGs are written to")
-    p.add_argument("--history", default=os.path.join("work", "model", "history.json"),
+    p.add_argument("--history", default=os.path.join("work", "model", HISTORY_FILE),
                    help="train.py's loss_record/acc_record file")
     p.add_argument("--ckpt", default=os.path.join("work", "model", "best_model.pdparams"),
                    help="model weights: a train.py checkpoint or the notebook's state_dict")
@@ -57,29 +57,6 @@ def check_args(args: argparse.Namespace) -> None:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.image_size < 16:
         fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
-
-
-def load_history(path: str) -> dict[str, Any]:
-    """The notebook's ``loss_record`` and ``acc_record`` from ``path``, checked to be plottable."""
-    if not os.path.isfile(path):
-        fail(f"history not found: {path} (train.py writes it next to the checkpoints)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            history = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        fail(f"history {path} is not readable JSON ({type(err).__name__}: {err})")
-    for record, metric in (("loss_record", "loss"), ("acc_record", "acc")):
-        for split in ("train", "val"):
-            try:
-                values, steps = history[record][split][metric], history[record][split]["iter"]
-            except (KeyError, TypeError, IndexError):
-                values = steps = None
-            if not (isinstance(values, list) and isinstance(steps, list) and values and len(values) == len(steps)):
-                fail(f"history {path} has no plottable {record}['{split}']: expected equally long, non-empty "
-                     f"'{metric}' and 'iter' lists")
-            if not all(isinstance(v, (int, float)) for v in values + steps):
-                fail(f"history {path}: {record}['{split}'] holds values that are not numbers")
-    return history
 
 
 def plot_curves(history: dict[str, Any], out: str) -> None:

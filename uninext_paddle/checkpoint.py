@@ -5,6 +5,7 @@ and friends), so files written by the notebook and by this project are interchan
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -16,7 +17,8 @@ import paddle
 from .cli import fail
 from .model import VARIANTS
 
-__all__ = ["atomic_write", "atomic_save", "load_file", "model_state_of", "infer_variant", "check_state_dict",
+__all__ = ["atomic_write", "atomic_write_json", "atomic_save", "load_file", "model_state_of", "infer_variant",
+           "check_state_dict",
            "load_weights", "LAST_CHECKPOINT", "TRAINING_KEYS", "rng_states", "restore_rng_states",
            "load_training_checkpoint"]
 
@@ -35,6 +37,17 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_json(obj: Any, path: str) -> None:
+    """``obj`` as indented JSON at ``path``, atomically (see ``atomic_write``)."""
+    text = json.dumps(obj, indent=1)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write)
 
 
 def atomic_save(obj: Any, path: str) -> None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write_json
+from .cli import fail
 
-__all__ = ["Records", "HISTORY_FILE"]
+__all__ = ["Records", "HISTORY_FILE", "load_history"]
 
 HISTORY_FILE = "history.json"
 
@@ -72,10 +74,27 @@ class Records:
 
     def save(self, path: str) -> None:
         """Write ``state_dict()`` as JSON to ``path``, atomically."""
-        text = json.dumps(self.state_dict(), indent=1)
+        atomic_write_json(self.state_dict(), path)
 
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
 
-        atomic_write(path, write)
+def load_history(path: str) -> dict[str, Any]:
+    """The notebook's ``loss_record`` and ``acc_record`` from ``path``, checked to be plottable."""
+    if not os.path.isfile(path):
+        fail(f"history not found: {path} (train.py writes it next to the checkpoints)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        fail(f"history {path} is not readable JSON ({type(err).__name__}: {err})")
+    for record, metric in (("loss_record", "loss"), ("acc_record", "acc")):
+        for split in ("train", "val"):
+            try:
+                values, steps = history[record][split][metric], history[record][split]["iter"]
+            except (KeyError, TypeError, IndexError):
+                values = steps = None
+            if not (isinstance(values, list) and isinstance(steps, list) and values and len(values) == len(steps)):
+                fail(f"history {path} has no plottable {record}['{split}']: expected equally long, non-empty "
+                     f"'{metric}' and 'iter' lists")
+            if not all(isinstance(v, (int, float)) for v in values + steps):
+                fail(f"history {path}: {record}['{split}'] holds values that are not numbers")
+    return history
