@@ -126,6 +126,29 @@ def _window_qkv(qkv: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> 
     return x.reshape([3, -1, num_heads, ws * ws, head_dim]), Hp, Wp
 
 
+def _is_one_padded_window(H: int, W: int, ws: int) -> bool:
+    """Whether the map pads to exactly one ws x ws window (at 32x32 input: stages 2-4, maps 4, 2 and 1)."""
+    pad_bottom, pad_right = _window_padding(H, W, ws)
+    return (pad_bottom or pad_right) > 0 and H + pad_bottom == ws and W + pad_right == ws
+
+
+def _one_window_qkv(qkv: paddle.Tensor, H: int, W: int, ws: int,
+                    num_heads: int) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """q of the map's own tokens and k, v of its one zero-padded window, for maps that pad to one window.
+
+    The padded tokens' query rows are computed by ``_window_qkv`` only to be cropped away after the
+    attention, so they are left out here; the padded keys stay, in their places in the window, so every
+    real query's softmax runs over the same 49 logits (zeros included) as the notebook's.
+    qkv: [B, H*W, 3*C] -> q [B, heads, H*W, head_dim], k and v [B, heads, ws*ws, head_dim].
+    """
+    C = qkv.shape[-1] // 3
+    head_dim = C // num_heads
+    q = qkv[:, :, :C].reshape([-1, H * W, num_heads, head_dim]).transpose([0, 2, 1, 3])
+    kv = F.pad(qkv[:, :, C:].reshape([-1, H, W, 2 * C]), (0, ws - W, 0, ws - H), data_format='NHWC')
+    kv = kv.reshape([-1, ws * ws, 2, num_heads, head_dim]).transpose([2, 0, 3, 1, 4])  # [2, B, heads, ws*ws, hd]
+    return q, kv[0], kv[1]
+
+
 def _unwindow(x: paddle.Tensor, H: int, W: int, Hp: int, Wp: int, ws: int) -> paddle.Tensor:
     """[B*Gh*Gw, heads, ws*ws, head_dim] -> [B, H*W, C], cropping the padding (``group2image``)."""
     _, heads, _, head_dim = x.shape
@@ -212,12 +235,19 @@ class DilatedAttention(nn.Layer):
         C = self.dim
         lepe = depthwise3x3(self.lepe, qkv[:, :, 2 * C:], H, W)  # [B, H*W, C]
 
-        windows, Hp, Wp = _window_qkv(qkv, H, W, self.ws, self.num_heads)
-        q, k, v = windows[0], windows[1], windows[2]  # [B*G, heads, ws*ws, head_dim]
+        if _is_one_padded_window(H, W, self.ws):
+            q, k, v = _one_window_qkv(qkv, H, W, self.ws, self.num_heads)
+        else:
+            windows, Hp, Wp = _window_qkv(qkv, H, W, self.ws, self.num_heads)
+            q, k, v = windows[0], windows[1], windows[2]  # [B*G, heads, ws*ws, head_dim]
         q = q * self.scale
-        attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, ws*ws, ws*ws]
+        attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, queries, ws*ws]
         attn = self.attn_drop(F.softmax(attn, axis=-1))
-        x = _unwindow(attn @ v, H, W, Hp, Wp, self.ws)
+        x = attn @ v  # [B*G, heads, queries, head_dim]
+        if _is_one_padded_window(H, W, self.ws):
+            x = x.transpose([0, 2, 1, 3]).reshape([-1, H * W, C])
+        else:
+            x = _unwindow(x, H, W, Hp, Wp, self.ws)
         return self.proj(x + lepe)
 
 
