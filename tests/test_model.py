@@ -146,22 +146,21 @@ def test_non_square_input_is_a_clear_error_or_works_when_asked_for():
     assert rel_err(square_only(x), any_shape(x)) == 0.0
 
 
-def test_fused_windowing_equals_the_notebooks_img2group(nb):
-    from uninext_paddle.model import _unwindow, _window_qkv
+def test_windowing_equals_the_notebooks_img2group_and_group2image(nb):
+    from uninext_paddle.model import _unwindow, _window, _window_padding
 
     for H, W in [(14, 14), (8, 8), (2, 2), (9, 13)]:
-        qkv = paddle.randn([2, H * W, 3 * 12])
-        windows, Hp, Wp = _window_qkv(qkv, H, W, 7, 3)
-        parts = qkv.reshape([2, H * W, 3, 12]).transpose([2, 0, 1, 3])
-        for i in range(3):
-            expected, eh, ew, pr, pb, opt = nb.img2group(parts[i], H, W, 7, 3)
-            assert (eh, ew) == (Hp, Wp)
-            np.testing.assert_array_equal(windows[i].numpy(), expected.numpy())
-            # The port's notebook helpers are the notebook's.
-            np.testing.assert_array_equal(up.img2group(parts[i], H, W, 7, 3)[0].numpy(), expected.numpy())
-        back = nb.group2image(windows[2], Hp, Wp, pr, pb, opt, 7)
-        np.testing.assert_array_equal(_unwindow(windows[2], H, W, Hp, Wp, 7).numpy(), back.numpy())
-        np.testing.assert_array_equal(up.group2image(windows[2], Hp, Wp, pr, pb, opt, 7).numpy(), back.numpy())
+        x = paddle.randn([2, H * W, 12])
+        expected, Hp, Wp, pr, pb, opt = nb.img2group(x, H, W, 7, 3)
+        assert (Hp - H, Wp - W) == _window_padding(H, W, 7)
+        windows = _window(x, H, W, 7, 3)
+        np.testing.assert_array_equal(windows.numpy(), expected.numpy())
+        # The port's notebook helpers are the notebook's.
+        np.testing.assert_array_equal(up.img2group(x, H, W, 7, 3)[0].numpy(), expected.numpy())
+        back = nb.group2image(windows, Hp, Wp, pr, pb, opt, 7)
+        np.testing.assert_array_equal(_unwindow(windows, H, W, Hp, Wp, 7).numpy(), back.numpy())
+        np.testing.assert_array_equal(up.group2image(windows, Hp, Wp, pr, pb, opt, 7).numpy(), back.numpy())
+        np.testing.assert_array_equal(back.numpy(), x.numpy())
 
 
 @pytest.mark.parametrize("H,W", [(1, 1), (2, 2), (4, 4), (3, 5), (6, 6), (7, 7), (8, 8), (9, 13)])

@@ -13,8 +13,9 @@ of the local-window-attention variant, kept faithful to it:
   the ``qkv`` Linear has a bias, and ``Merge_Block`` recovers the map side as ``sqrt(tokens)``, so the
   model takes square images only (``non_square=True`` tracks height and width instead).
 
-What differs is only how the tensors are moved: q, k and v are windowed in one transpose instead of
-three, reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with
+What differs is only how the tensors are moved: q, k and v are each windowed in one transpose, on maps
+that pad to a single window only the map's own query rows are computed (the padded ones were cropped
+away), reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with
 a dynamic batch), the map sizes come from the convolutions' real outputs rather than ``H // 2**k``, and
 on CPU the depthwise convs of small maps take the faster formulation of ``fastpath.py`` (same sums;
 GPU keeps Paddle's cuDNN kernel).
@@ -51,7 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------------------------------------
-# Local windows: the notebook's helpers. The model below windows q, k and v in one go (``_window_qkv``)
+# Local windows: the notebook's helpers. The model below windows q, k and v each in one go (``_window``)
 # with the same arithmetic; these stay for users of the notebook's API.
 
 def local_group(x: paddle.Tensor, H: int, W: int, ws: int) -> tuple[paddle.Tensor, int, int, int, int, bool]:
@@ -106,47 +107,33 @@ def _window_padding(H: int, W: int, ws: int) -> tuple[int, int]:
     return ws - H % ws, ws - W % ws
 
 
-def _window_qkv(qkv: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> tuple[paddle.Tensor, int, int]:
-    """Window q, k and v together, as three ``img2group`` calls would.
+def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle.Tensor:
+    """``img2group`` in one reshape-transpose: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads].
 
-    qkv: [B, H*W, 3*C] -> [3, B*Gh*Gw, heads, ws*ws, C/heads], plus the padded map size.
-    Note ``local_group``'s rule: when either side needs padding, it pads both sides by ``ws - side % ws``,
-    which adds a whole window of zeros on a side that was already a multiple of ws. Kept as written.
+    Note ``local_group``'s padding rule: when either side needs padding, it pads both sides by
+    ``ws - side % ws``, which adds a whole window of zeros on a side that was already a multiple of ws.
+    Kept as written.
     """
-    C = qkv.shape[-1] // 3
-    head_dim = C // num_heads
+    C = x.shape[-1]
     pad_bottom, pad_right = _window_padding(H, W, ws)
-    x = qkv.reshape([-1, H, W, 3 * C])
+    x = x.reshape([-1, H, W, C])
     if pad_bottom or pad_right:
         x = F.pad(x, (0, pad_right, 0, pad_bottom), data_format='NHWC')
-    Hp, Wp = H + pad_bottom, W + pad_right
-    Gh, Gw = Hp // ws, Wp // ws
-    x = x.reshape([-1, Gh, ws, Gw, ws, 3, num_heads, head_dim])
-    x = x.transpose([5, 0, 1, 3, 6, 2, 4, 7])  # [3, B, Gh, Gw, heads, ws, ws, head_dim]
-    return x.reshape([3, -1, num_heads, ws * ws, head_dim]), Hp, Wp
+    Gh, Gw = (H + pad_bottom) // ws, (W + pad_right) // ws
+    x = x.reshape([-1, Gh, ws, Gw, ws, num_heads, C // num_heads])
+    x = x.transpose([0, 1, 3, 5, 2, 4, 6])  # [B, Gh, Gw, heads, ws, ws, head_dim]
+    return x.reshape([-1, num_heads, ws * ws, C // num_heads])
 
 
 def _is_one_padded_window(H: int, W: int, ws: int) -> bool:
-    """Whether the map pads to exactly one ws x ws window (at 32x32 input: stages 2-4, maps 4, 2 and 1)."""
+    """Whether the map pads to exactly one ws x ws window (at 32x32 input: stages 2-4, maps 4, 2 and 1).
+
+    Then the padded tokens' query rows, which ``group2image`` crops away after the attention, need not be
+    computed: ``DilatedAttention`` takes only the map's own queries, against all ws*ws keys of the window
+    (the padded keys stay in their places, so every real query's softmax runs over the notebook's logits).
+    """
     pad_bottom, pad_right = _window_padding(H, W, ws)
     return (pad_bottom or pad_right) > 0 and H + pad_bottom == ws and W + pad_right == ws
-
-
-def _one_window_qkv(qkv: paddle.Tensor, H: int, W: int, ws: int,
-                    num_heads: int) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
-    """q of the map's own tokens and k, v of its one zero-padded window, for maps that pad to one window.
-
-    The padded tokens' query rows are computed by ``_window_qkv`` only to be cropped away after the
-    attention, so they are left out here; the padded keys stay, in their places in the window, so every
-    real query's softmax runs over the same 49 logits (zeros included) as the notebook's.
-    qkv: [B, H*W, 3*C] -> q [B, heads, H*W, head_dim], k and v [B, heads, ws*ws, head_dim].
-    """
-    C = qkv.shape[-1] // 3
-    head_dim = C // num_heads
-    q = qkv[:, :, :C].reshape([-1, H * W, num_heads, head_dim]).transpose([0, 2, 1, 3])
-    kv = F.pad(qkv[:, :, C:].reshape([-1, H, W, 2 * C]), (0, ws - W, 0, ws - H), data_format='NHWC')
-    kv = kv.reshape([-1, ws * ws, 2, num_heads, head_dim]).transpose([2, 0, 3, 1, 4])  # [2, B, heads, ws*ws, hd]
-    return q, kv[0], kv[1]
 
 
 def _unwindow(x: paddle.Tensor, H: int, W: int, Hp: int, Wp: int, ws: int) -> paddle.Tensor:
@@ -232,22 +219,24 @@ class DilatedAttention(nn.Layer):
 
     def forward(self, qkv: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """qkv: [B, H*W, 3*dim], the output of the block's qkv Linear -> [B, H*W, dim]."""
-        C = self.dim
-        lepe = depthwise3x3(self.lepe, qkv[:, :, 2 * C:], H, W)  # [B, H*W, C]
-
-        if _is_one_padded_window(H, W, self.ws):
-            q, k, v = _one_window_qkv(qkv, H, W, self.ws, self.num_heads)
+        C, heads, ws = self.dim, self.num_heads, self.ws
+        q, k, v = paddle.split(qkv, 3, axis=-1)  # [B, H*W, C] each; split, not slices: one concat backward
+        lepe = depthwise3x3(self.lepe, v, H, W)  # [B, H*W, C]
+        one_window = _is_one_padded_window(H, W, ws)
+        if one_window:
+            q = q.reshape([-1, H * W, heads, C // heads]).transpose([0, 2, 1, 3])  # [B, heads, H*W, head_dim]
         else:
-            windows, Hp, Wp = _window_qkv(qkv, H, W, self.ws, self.num_heads)
-            q, k, v = windows[0], windows[1], windows[2]  # [B*G, heads, ws*ws, head_dim]
+            q = _window(q, H, W, ws, heads)  # [B*G, heads, ws*ws, head_dim]
+        k, v = _window(k, H, W, ws, heads), _window(v, H, W, ws, heads)
         q = q * self.scale
         attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, queries, ws*ws]
         attn = self.attn_drop(F.softmax(attn, axis=-1))
         x = attn @ v  # [B*G, heads, queries, head_dim]
-        if _is_one_padded_window(H, W, self.ws):
+        if one_window:
             x = x.transpose([0, 2, 1, 3]).reshape([-1, H * W, C])
         else:
-            x = _unwindow(x, H, W, Hp, Wp, self.ws)
+            pad_bottom, pad_right = _window_padding(H, W, ws)
+            x = _unwindow(x, H, W, H + pad_bottom, W + pad_right, ws)
         return self.proj(x + lepe)
 
 
