@@ -1,9 +1,9 @@
 """Benchmark: the notebook's UniNeXt code against the port, side by side in one process on the same weights.
 
 Rows: forward at 224 (batch 8), forward at 32 (batch 64), one train step at 32 (batch 64: forward, backward,
-Adam lr 1e-4 wd 1e-5 on LabelSmoothingCrossEntropy), and the notebook's data transforms at 224 on one
-worker. Each model row is warmed up, timed ``--reps`` times and the median reported; the two models
-alternate within each repetition so machine noise hits both alike. ``--ablate`` adds a column per fast path
+Adam lr 1e-4 wd 1e-5 on LabelSmoothingCrossEntropy), evaluate.py's test loop end to end at 32, and the
+notebook's data transforms at 224 on one worker. Each model row is warmed up, timed ``--reps`` times and
+the median reported; the two models alternate within each repetition so machine noise hits both alike. ``--ablate`` adds a column per fast path
 (uninext_paddle/fastpath.py) with that one switched off, to show what each buys.
 
     python -m bench.bench_model --variant T --reps 5 --ablate
@@ -104,6 +104,39 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
     return rows
 
 
+def bench_evaluate(variant: str, images: int, reps: int) -> dict[str, Any]:
+    """``evaluate.py``'s test loop (``engine.evaluate``: data loading, test transforms at 32, forward, loss and
+    metrics; batch 64, no workers) over a CIFAR-format tarball of ``images`` test images, for the notebook's
+    model and the port on the same weights; images/s the notebook's way (whole loop, wall time)."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.cifar_fixture import make_cifar_tarball
+    from uninext_paddle.data import build_test_transforms, load_cifar10
+    from uninext_paddle.engine import evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = make_cifar_tarball(Path(tmp) / "cifar.tar.gz", train_per_class=1,
+                                     test_per_class=max(images // 10, 1))
+        dataset = load_cifar10(str(tarball), "test", build_test_transforms(32))
+        loader = paddle.io.DataLoader(dataset, batch_size=64, shuffle=False, num_workers=0)
+        paddle.seed(0)
+        notebook = getattr(nb, f"UniNeXt_{variant}")()
+        port = up.create_model(variant)
+        port.set_state_dict(notebook.state_dict())
+        criterion = up.LabelSmoothingCrossEntropy()
+        seconds: dict[str, list[float]] = {"notebook": [], "port": []}
+        results = {}
+        for _ in range(reps):
+            for name, model in (("notebook", notebook), ("port", port)):
+                results[name] = evaluate(model, loader, criterion)
+                seconds[name].append(results[name]["seconds"])
+    assert results["notebook"]["correct"] == results["port"]["correct"]
+    ips = {name: len(dataset) / statistics.median(ts) for name, ts in seconds.items()}
+    return {"row": "evaluate loop 32 b64", "batch": 64, "ips": ips,
+            "max_abs_logit_diff": abs(results["notebook"]["loss"] - results["port"]["loss"])}
+
+
 def bench_transforms(image_size: int, images: int) -> dict[str, float]:
     """Images/s of the notebook's train and test transforms (uninext_paddle.data) on one worker, fed the
     way the CIFAR-10 dataset feeds them: uint8 HWC 32x32 RGB arrays (cv2 backend)."""
@@ -135,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per row, median reported (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default: 1)")
     p.add_argument("--ablate", action="store_true", help="also time the port with each fast path switched off")
+    p.add_argument("--eval-images", type=int, default=640,
+                   help="test images for the evaluate.py loop row, 0 to skip it (default: 640)")
     p.add_argument("--transform-images", type=int, default=500,
                    help="images through each transform pipeline, 0 to skip that row (default: 500)")
     args = p.parse_args(argv)
@@ -145,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{datetime.datetime.now():%Y-%m-%d %H:%M}, reps {args.reps}, warm-up {args.warmup}")
     print("| row                | notebook img/s | port img/s | port/notebook | max abs logit diff | ablations")
     bench_models(args.variant, args.reps, args.warmup, args.ablate)
+    if args.eval_images:
+        print_row(bench_evaluate(args.variant, args.eval_images, args.reps))  # last column: val loss difference
     if args.transform_images:
         for name, ips in bench_transforms(224, args.transform_images).items():
             print(f"| {name + ' 224':<18} | one worker: {ips:.1f} img/s")
