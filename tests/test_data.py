@@ -55,3 +55,21 @@ def test_data_parallel_shares(tarball):
     assert len(seen) == len(set(seen)) == 24
     val = [[int(v.dataset.indices[i]) for i in range(len(v.dataset))] for _, v in shares]
     assert sorted(val[0] + val[1]) == list(range(10))  # each val image once, no padding repeats
+
+
+def test_transforms_are_the_notebooks():
+    import paddle.vision.transforms as T
+
+    from uninext_paddle.data import MixupImage, build_test_transforms, build_train_transforms
+
+    train = build_train_transforms(224).transforms
+    assert [type(t) for t in train] == [T.RandomResizedCrop, T.ColorJitter, T.RandomHorizontalFlip, T.RandomRotation,
+                                        MixupImage, T.ToTensor, T.Normalize]
+    assert (train[0].size, train[0].scale) == ((224, 224), (0.6, 1.0))
+    assert (train[1].brightness, train[1].contrast, train[1].saturation, train[1].hue) == (0.2, 0.2, 0.2, 0)
+    assert train[2].prob == 0.5 and train[3].degrees == (-20, 20)
+    assert list(train[6].mean) == [0.485, 0.456, 0.406] and list(train[6].std) == [0.229, 0.224, 0.225]
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    assert MixupImage()(image) is image  # paddlex 2.1's MixupImage on a single image
+    test = build_test_transforms(224).transforms
+    assert [type(t) for t in test] == [T.Resize, T.ToTensor, T.Normalize] and test[0].size == (224, 224)
