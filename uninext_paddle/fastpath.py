@@ -18,7 +18,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 
 __all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "SMALL_MAP_TOKENS"]
