@@ -3,6 +3,8 @@
 CPU, one GPU, or several GPUs (or CPU processes over gloo) started by ``python -m paddle.distributed.launch``.
 Paddle 3.3.1's ``paddle.amp.auto_cast`` only acts on CUDA/XPU/custom devices (on CPU it warns and does nothing),
 so ``--amp`` other than ``off`` needs a GPU; asking for it on CPU is an error rather than a silent fp32 run.
+On the CPU, ``select_device`` also applies ``runtime.tune_cpu_runtime`` (MKL's AVX2 path on AMD, malloc that
+keeps freed memory): same numbers up to float rounding, faster kernels.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import paddle
 import paddle.distributed as dist
 
 from .cli import fail
+from .runtime import tune_cpu_runtime
 
 __all__ = ["DEVICES", "AMP_MODES", "select_device", "amp_context", "make_grad_scaler", "world_size", "rank",
            "is_main_process", "init_distributed", "all_reduce_sum"]
@@ -30,14 +33,18 @@ def _gpu_available() -> bool:
 def select_device(name: str) -> str:
     """``paddle.set_device`` for ``name`` ('auto': the GPU when Paddle has CUDA and sees one, else the CPU);
     return the device string Paddle reports ('cpu', 'gpu:0', ...). Under ``paddle.distributed.launch``, 'gpu'
-    is the GPU the launcher assigned to this process."""
+    is the GPU the launcher assigned to this process. On the CPU, before any matmul runs, the process settings
+    of ``runtime.py`` are applied."""
     if name not in DEVICES:
         fail(f"unknown device {name!r}: choose one of {', '.join(DEVICES)}")
     if name == "gpu" and not _gpu_available():
         why = "sees no GPU" if paddle.is_compiled_with_cuda() else "is the CPU build (see README: GPU)"
         fail(f"--device gpu asked for, but this Paddle {why}; use --device cpu or auto")
     paddle.set_device("gpu" if name == "gpu" or (name == "auto" and _gpu_available()) else "cpu")
-    return paddle.device.get_device()
+    device = paddle.device.get_device()
+    if device == "cpu":
+        tune_cpu_runtime()
+    return device
 
 
 def _check_amp(amp: str, device: str) -> None:

@@ -1,0 +1,79 @@
+"""CPU process settings that make Paddle's eager CPU kernels faster without touching the model's math.
+
+Two costs outside the model code dominate Paddle 3.3.1's CPU runs (measured in BENCHMARKS.md):
+
+- **MKL's vendor dispatch.** Paddle's CPU wheel does its GEMMs in Intel MKL (``libmklml_intel.so``), which
+  on AMD processors takes a generic SSE code path: 2.2-2.7x slower matmuls than its AVX2 path on the same
+  core. ``MKL_DEBUG_CPU_TYPE=5`` makes this MKL (older than 2020.1, which still reads it) take the AVX2 path.
+  Paddle loads MKL on the first GEMM, so the variable works when set before that, even after ``import
+  paddle``. Only set on AMD processors that have AVX2 and FMA (elsewhere it would pick instructions the
+  processor lacks), and never over a value the user set.
+- **Page faults of fresh tensors.** Paddle's CPU allocator hands every tensor's buffer to ``malloc``, and
+  glibc serves large requests with a new ``mmap`` and unmaps them on free, so every activation of a forward
+  pass is faulted in page by page again (a 6 MB ``add`` takes 5 ms, 0.5 ms without the faults). With
+  ``mallopt(M_MMAP_MAX, 0)`` and a high ``M_TRIM_THRESHOLD`` freed buffers stay in the heap for reuse; the
+  price is that the process keeps its peak memory.
+
+Different GEMM kernels sum in another order: logits move by float rounding (~1e-7), no more. The scripts
+apply these on the CPU through ``device.select_device``; set ``UNINEXT_CPU_TUNING=0`` to run Paddle as is.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+__all__ = ["OPT_OUT_VARIABLE", "mkl_avx2_wanted", "keep_freed_memory", "tune_cpu_runtime"]
+
+OPT_OUT_VARIABLE = "UNINEXT_CPU_TUNING"
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_TRIM_THRESHOLD_BYTES = 1 << 30  # mallopt takes an int: the largest power of two under 2**31
+
+
+def mkl_avx2_wanted(cpuinfo: str, environ: dict[str, str] | os._Environ) -> bool:
+    """Whether to set ``MKL_DEBUG_CPU_TYPE=5``: an AMD processor (``cpuinfo``: /proc/cpuinfo's text) with AVX2
+    and FMA, and the user has not set the variable."""
+    if "MKL_DEBUG_CPU_TYPE" in environ:
+        return False
+    vendor = flags = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = value
+    return vendor == "AuthenticAMD" and {"avx2", "fma"} <= set(flags.split())
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: serve every allocation from the heap and never trim it, so freed tensors' pages are reused
+    instead of unmapped and faulted in again. Returns whether it applied."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+
+
+def tune_cpu_runtime() -> list[str]:
+    """Apply the settings above unless ``UNINEXT_CPU_TUNING=0``; return what was applied (for the log).
+
+    Call before the first matmul of the process (the scripts do, in ``device.select_device``); later, the
+    MKL setting no longer takes effect (harmless) and the allocator setting still does.
+    """
+    if os.environ.get(OPT_OUT_VARIABLE, "1") == "0":
+        return []
+    applied = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+    except OSError:
+        cpuinfo = ""
+    if mkl_avx2_wanted(cpuinfo, os.environ):
+        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
+        applied.append("MKL AVX2 path on AMD (MKL_DEBUG_CPU_TYPE=5)")
+    if keep_freed_memory():
+        applied.append("glibc malloc keeps freed memory (no mmap, no trim)")
+    return applied
