@@ -7,7 +7,9 @@
 Reports top-1 accuracy, the notebook's label-smoothed val loss and val accuracy, per-class accuracy, the
 throughput measured the notebook's way (images over the wall time of the whole test loop, data loading
 included; the notebook printed 403 on its GPU) and the model-only throughput (warm-up, then timed forward
-passes on a batch already on the device).
+passes on a batch already on the device). On the CPU the forward passes run through Paddle Inference with oneDNN
+when it matches the eager model (``--backend``; uninext_paddle/inference.py): 2-3x faster, same logits up to float
+rounding.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
 from uninext_paddle.data import CIFAR10_CLASSES, DEFAULT_DATA, build_test_transforms, load_cifar10
 from uninext_paddle.device import AMP_MODES, DEVICES, amp_context, select_device
 from uninext_paddle.engine import evaluate
-from uninext_paddle.inference import check_export, export_model, load_model, model_throughput
+from uninext_paddle.inference import (BACKENDS, check_export, export_model, load_model, model_throughput,
+                                     select_backend)
 from uninext_paddle.model import VARIANTS
 
 import paddle  # noqa: E402  (after uninext_paddle, which silences Paddle's import-time ccache warning)
@@ -38,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: the GPU when Paddle sees one")
     p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="what runs the forward passes: eager (the dynamic model), onednn (Paddle Inference with "
+                        "oneDNN, CPU), auto: onednn on the CPU when it matches the eager model, else eager")
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed forward passes before the model-only timing")
     p.add_argument("--timed-batches", type=int, default=10, help="forward passes timed for the model-only throughput")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every figure to PATH as JSON")
@@ -80,25 +86,26 @@ def main(argv: list[str] | None = None) -> None:
     amp_context(args.amp, device)  # rejects --amp fp16/bf16 where it cannot run, before any work
     model, variant = load_model(args.ckpt, args.variant)
     num_classes = int(model.num_classes)
+    runner, backend = select_backend(model, args.backend, device, args.image_size)
     dataset = load_cifar10(args.data, "test", build_test_transforms(args.image_size))
     loader = paddle.io.DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False,
                                   num_workers=args.num_workers)
 
     # ------------------------------------------------------------------------------------------------------
     # the notebook's validation pass, timed as the notebook timed it: the whole loop, data loading included
-    stats = evaluate(model, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
+    stats = evaluate(runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
                      num_classes=num_classes, progress=sys.stderr.isatty())
     loop_throughput = stats["images"] / stats["seconds"]
 
     # model-only: the forward pass on one device-resident batch, repeated
     images = next(iter(loader))[0]
-    forward_throughput = model_throughput(model, images, device, args.amp, args.warmup_batches, args.timed_batches)
+    forward_throughput = model_throughput(runner, images, device, args.amp, args.warmup_batches, args.timed_batches)
 
     names = CIFAR10_CLASSES if num_classes == len(CIFAR10_CLASSES) else [str(c) for c in range(num_classes)]
     per_class = {name: {"correct": c, "total": t, "acc": c / t if t else None}
                  for name, c, t in zip(names, stats["per_class_correct"], stats["per_class_total"])}
     print(f"UniNeXt-{variant} from {args.ckpt} on {device}: CIFAR-10 test, {stats['images']} images at "
-          f"{args.image_size}x{args.image_size}, batch {args.batch_size}, amp {args.amp}")
+          f"{args.image_size}x{args.image_size}, batch {args.batch_size}, amp {args.amp}, backend {backend}")
     print(f"top-1 accuracy: {stats['top1'] * 100:.2f}% ({stats['correct']}/{stats['total']})")
     print(f"val acc as the notebook computes it (mean of per-batch accuracies): {stats['acc'] * 100:.2f}%")
     print(f"val loss as the notebook computes it (label-smoothed CE): {stats['loss']:.4f}")
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = {
         "checkpoint": args.ckpt, "variant": variant, "num_classes": num_classes, "device": device,
-        "amp": args.amp, "image_size": args.image_size, "batch_size": args.batch_size,
+        "amp": args.amp, "backend": backend, "image_size": args.image_size, "batch_size": args.batch_size,
         "images": stats["images"], "correct": stats["correct"], "top1": stats["top1"],
         "notebook_val_acc": stats["acc"], "notebook_val_loss": stats["loss"], "per_class": per_class,
         "throughput": {"loop_images_per_s": loop_throughput, "loop_seconds": stats["seconds"],

@@ -1,14 +1,26 @@
 """Inference-side helpers for evaluate.py and visualize.py: a model from a checkpoint, the model-only throughput
-timer and the static export (``paddle.jit.to_static`` + ``paddle.jit.save``) with its round-trip check.
+timer, the static export (``paddle.jit.to_static`` + ``paddle.jit.save``) with its round-trip check, and the
+backend that runs the forward passes.
+
+Backends: ``eager`` is the dynamic model. ``onednn`` is the exported program run by Paddle Inference with oneDNN
+on the CPU, 2-3x faster than the eager model there (BENCHMARKS.md): fused GEMMs and oneDNN's depthwise conv
+instead of Paddle's eager kernels. It is checked against the eager model on a probe batch before it is used;
+``auto`` takes it on the CPU when it passes and the eager model otherwise (and always on the GPU, where the eager
+model runs on cuDNN).
 
 The model needs no change to export: it keeps map sizes as Python ints derived from the static input side and
 reshapes with a ``-1`` batch, so one ``InputSpec([None, 3, size, size])`` gives a graph for any batch size.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import os
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import paddle
@@ -19,9 +31,16 @@ from .cli import fail
 from .device import amp_context
 from .model import VARIANTS, UniNeXt, create_model
 
-__all__ = ["load_model", "model_throughput", "export_model", "check_export", "EXPORT_PREFIX"]
+__all__ = ["load_model", "model_throughput", "export_model", "check_export", "EXPORT_PREFIX", "BACKENDS",
+           "OneDNNModel", "compile_onednn", "select_backend"]
 
 EXPORT_PREFIX = "inference"  # files: inference.json (the PIR program) and inference.pdiparams
+BACKENDS = ("auto", "eager", "onednn")
+# Paddle 3.3.1's oneDNN fusion of matmul -> transpose -> reshape miscomputes the attention of maps that pad to one
+# window (at 32x32 input, stages 2-4: logits off by ~0.3); without it the program matches the eager model.
+_BROKEN_ONEDNN_PASSES = ("matmul_transpose_reshape_fuse_pass",)
+_PROBE_BATCH = 2
+_PROBE_RTOL = 1e-4  # largest logit difference allowed, relative to the largest logit: float rounding, no more
 
 
 def load_model(path: str, variant: str | None = None) -> tuple[UniNeXt, str]:
@@ -98,3 +117,96 @@ def check_export(prefix: str, model: paddle.nn.Layer, images: paddle.Tensor) -> 
         fail(f"the exported model at {prefix} predicts other classes than the checkpoint "
              f"(largest logit difference {np.abs(expected - got).max():.3g})")
     return float(np.abs(expected - got).max())
+
+
+class OneDNNModel(paddle.nn.Layer):
+    """A Paddle Inference predictor (CPU, oneDNN) called like the model: [B, 3, S, S] float32 -> logits [B, classes].
+    Inference only: no parameters, no gradients."""
+
+    def __init__(self, predictor: paddle.inference.Predictor, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self._predictor = predictor
+        self._input = predictor.get_input_handle(predictor.get_input_names()[0])
+        self._output = predictor.get_output_handle(predictor.get_output_names()[0])
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        self._input.copy_from_cpu(np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        self._predictor.run()
+        return paddle.to_tensor(self._output.copy_to_cpu())
+
+
+def compile_onednn(model: paddle.nn.Layer, image_size: int) -> OneDNNModel:
+    """``model`` exported for ``image_size`` inputs (``export_model``, to a temporary folder) and loaded by Paddle
+    Inference with oneDNN, one math thread (as Paddle's eager CPU kernels use by default)."""
+    with tempfile.TemporaryDirectory(prefix="uninext-onednn-") as folder:
+        prefix = export_model(model, folder, image_size)
+        config = paddle.inference.Config(f"{prefix}.json", f"{prefix}.pdiparams")
+        config.disable_gpu()
+        config.enable_onednn()
+        for name in _BROKEN_ONEDNN_PASSES:
+            config.delete_pass(name)
+        config.set_cpu_math_library_num_threads(1)
+        config.disable_glog_info()
+        predictor = paddle.inference.create_predictor(config)  # reads the files: the folder may go
+    return OneDNNModel(predictor, image_size)
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send the process's stdout and stderr to /dev/null inside the block: Paddle's C++ side prints pass
+    diagnostics there while it exports and compiles ("ReduceMeanCheckIfOneDNNSupport", glog warnings), which
+    would end up in the scripts' reports. Errors still arrive as exceptions."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1), os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        ctypes.CDLL(None).fflush(None)  # C stdio's buffers, before the descriptors point back
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+@paddle.no_grad()
+def _onednn_problem(model: paddle.nn.Layer, image_size: int) -> tuple[OneDNNModel | None, str]:
+    """(the compiled model, '') or (None, why it cannot be used): it fails to build or run, or its logits on a
+    seeded random probe batch differ from the eager model's by more than float rounding."""
+    probe = paddle.to_tensor(np.random.RandomState(0).standard_normal(
+        (_PROBE_BATCH, 3, image_size, image_size)).astype(np.float32))
+    try:
+        with _native_output_silenced():
+            compiled = compile_onednn(model, image_size)
+            got = compiled(probe).numpy()
+    except (RuntimeError, ValueError, OSError) as err:
+        return None, f"Paddle Inference with oneDNN failed ({type(err).__name__}: {str(err).strip() or 'no message'})"
+    expected = model(probe).numpy()
+    diff = float(np.abs(got - expected).max())
+    if not diff <= _PROBE_RTOL * float(np.abs(expected).max()):
+        return None, f"Paddle Inference with oneDNN gives other logits than the model (largest difference {diff:.3g})"
+    return compiled, ""
+
+
+def select_backend(model: paddle.nn.Layer, backend: str, device: str,
+                   image_size: int) -> tuple[paddle.nn.Layer, str]:
+    """(what runs the forward passes, its backend name) for ``backend`` (one of ``BACKENDS``) on ``device``.
+
+    'auto': ``onednn`` on the CPU when it builds and matches the eager model, else ``eager`` (with a note on
+    stderr why). 'onednn' fails with one line where it cannot run or does not match.
+    """
+    if backend not in BACKENDS:
+        fail(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "eager" or (backend == "auto" and device != "cpu"):
+        return model, "eager"
+    if device != "cpu":
+        fail(f"--backend onednn runs on the CPU, not {device}; use --device cpu, or --backend auto/eager")
+    compiled, problem = _onednn_problem(model, image_size)
+    if compiled is not None:
+        return compiled, "onednn"
+    if backend == "onednn":
+        fail(f"{problem}; use --backend eager")
+    print(f"note: {problem}; running the eager model", file=sys.stderr)
+    return model, "eager"

@@ -107,6 +107,19 @@ def _window_padding(H: int, W: int, ws: int) -> tuple[int, int]:
     return ws - H % ws, ws - W % ws
 
 
+def _zero_pad(x: paddle.Tensor, pad_bottom: int, pad_right: int) -> paddle.Tensor:
+    """[B, H, W, C] -> [B, H + pad_bottom, W + pad_right, C], zeros below and to the right: ``local_group``'s
+    ``F.pad(..., data_format='NHWC')`` as concatenations, because Paddle Inference's oneDNN pad kernel fails
+    on NHWC maps (``dnnl::error``, Paddle 3.3.1), which kept the exported model off oneDNN at 32x32."""
+    _, H, W, C = x.shape
+    batch = paddle.shape(x)[0]  # a tensor, so the exported graph keeps a dynamic batch
+    if pad_right:
+        x = paddle.concat([x, paddle.zeros([batch, H, pad_right, C], x.dtype)], axis=2)
+    if pad_bottom:
+        x = paddle.concat([x, paddle.zeros([batch, pad_bottom, W + pad_right, C], x.dtype)], axis=1)
+    return x
+
+
 def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle.Tensor:
     """``img2group`` in one reshape-transpose: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads].
 
@@ -118,7 +131,7 @@ def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle
     pad_bottom, pad_right = _window_padding(H, W, ws)
     x = x.reshape([-1, H, W, C])
     if pad_bottom or pad_right:
-        x = F.pad(x, (0, pad_right, 0, pad_bottom), data_format='NHWC')
+        x = _zero_pad(x, pad_bottom, pad_right)
     Gh, Gw = (H + pad_bottom) // ws, (W + pad_right) // ws
     x = x.reshape([-1, Gh, ws, Gw, ws, num_heads, C // num_heads])
     x = x.transpose([0, 1, 3, 5, 2, 4, 6])  # [B, Gh, Gw, heads, ws, ws, head_dim]
