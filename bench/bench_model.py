@@ -3,8 +3,15 @@
 Rows: forward at 224 (batch 8), forward at 32 (batch 64), one train step at 32 (batch 64: forward, backward,
 Adam lr 1e-4 wd 1e-5 on LabelSmoothingCrossEntropy), evaluate.py's test loop end to end at 32, and the
 notebook's data transforms at 224 on one worker. Each model row is warmed up, timed ``--reps`` times and
-the median reported; the two models alternate within each repetition so machine noise hits both alike. ``--ablate`` adds a column per fast path
-(uninext_paddle/fastpath.py) with that one switched off, to show what each buys.
+the median reported; the contestants alternate within each repetition so machine noise hits all alike.
+Contestants: the notebook's code, the port (eager), the port through Paddle Inference with oneDNN (forward
+rows and the evaluate loop: what evaluate.py and visualize.py run on the CPU), and with ``--ablate`` the port
+with each fast path (uninext_paddle/fastpath.py) switched off.
+
+``--runtime`` sets the process: ``default`` is Paddle as it comes (as the notebook runs), ``tuned`` applies
+``uninext_paddle.runtime.tune_cpu_runtime`` first (as the port's scripts do on the CPU; every contestant gets
+it), ``both`` (the default) runs the two in turn as child processes and adds the as-shipped comparison: the
+port in the tuned process against the notebook in the default one.
 
     python -m bench.bench_model --variant T --reps 5 --ablate
 """
@@ -13,8 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +41,11 @@ paddle.set_device("cpu")
 import uninext_paddle as up  # noqa: E402
 from tests.notebook import notebook_model as nb  # noqa: E402  (the notebook's code, the reference)
 from uninext_paddle import fastpath  # noqa: E402
+from uninext_paddle.inference import compile_onednn  # noqa: E402
+from uninext_paddle.runtime import tune_cpu_runtime  # noqa: E402
+
+RUNTIMES = ("both", "default", "tuned")
+ONEDNN = "port, onednn"
 
 # (row name, image side, batch, train step?)
 MODEL_ROWS = [("forward 224 b8", 224, 8, False), ("forward 32 b64", 32, 64, False),
@@ -66,9 +83,11 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
     notebook = getattr(nb, f"UniNeXt_{variant}")()
     port = up.create_model(variant)
     port.set_state_dict(notebook.state_dict())
+    port.eval()
     # contestant name -> (model, context manager factory switching fast paths off)
     contestants: dict[str, tuple[paddle.nn.Layer, Callable[[], Any]]] = {
-        "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext)}
+        "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext),
+        ONEDNN: (port, contextlib.nullcontext)}  # compiled per row below, for the row's image size
     if ablate:
         for name in fastpath.FASTPATHS:
             contestants[f"port, no {name}"] = (port, lambda name=name: fastpath.disabled(name))
@@ -82,7 +101,12 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
         result: dict[str, Any] = {"row": row, "batch": batch, "max_abs_logit_diff": diff, "ips": {}}
         runs = {}
         for name, (model, ctx) in contestants.items():
-            if train:
+            if name == ONEDNN:
+                if not train:  # inference only
+                    compiled = compile_onednn(port, size)
+                    result["max_abs_onednn_diff"] = float((compiled(x) - port(x)).abs().max())
+                    runs[name] = (forward_fn(compiled, x), ctx)
+            elif train:
                 # each contestant trains its own copy, from the same weights, so the steps stay comparable
                 copy = getattr(nb, f"UniNeXt_{variant}")() if name == "notebook" else up.create_model(variant)
                 copy.set_state_dict(notebook.state_dict())
@@ -107,8 +131,8 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
 def bench_evaluate(variant: str, images: int, reps: int) -> dict[str, Any]:
     """``evaluate.py``'s test loop (``engine.evaluate``: data loading, test transforms at 32, forward, loss and
     metrics; batch 64, no workers) over a CIFAR-format tarball of ``images`` test images, for the notebook's
-    model and the port on the same weights; images/s the notebook's way (whole loop, wall time)."""
-    import tempfile
+    model, the port and the port through oneDNN on the same weights; images/s the notebook's way (whole loop,
+    wall time)."""
     from pathlib import Path
 
     from tests.cifar_fixture import make_cifar_tarball
@@ -125,16 +149,19 @@ def bench_evaluate(variant: str, images: int, reps: int) -> dict[str, Any]:
         port = up.create_model(variant)
         port.set_state_dict(notebook.state_dict())
         criterion = up.LabelSmoothingCrossEntropy()
-        seconds: dict[str, list[float]] = {"notebook": [], "port": []}
+        port.eval()
+        contestants = {"notebook": notebook, "port": port, ONEDNN: compile_onednn(port, 32)}
+        seconds: dict[str, list[float]] = {name: [] for name in contestants}
         results = {}
         for _ in range(reps):
-            for name, model in (("notebook", notebook), ("port", port)):
+            for name, model in contestants.items():
                 results[name] = evaluate(model, loader, criterion)
                 seconds[name].append(results[name]["seconds"])
-    assert results["notebook"]["correct"] == results["port"]["correct"]
+    assert results["notebook"]["correct"] == results["port"]["correct"] == results[ONEDNN]["correct"]
     ips = {name: len(dataset) / statistics.median(ts) for name, ts in seconds.items()}
     return {"row": "evaluate loop 32 b64", "batch": 64, "ips": ips,
-            "max_abs_logit_diff": abs(results["notebook"]["loss"] - results["port"]["loss"])}
+            "max_abs_logit_diff": abs(results["notebook"]["loss"] - results["port"]["loss"]),
+            "max_abs_onednn_diff": abs(results["port"]["loss"] - results[ONEDNN]["loss"])}
 
 
 def bench_transforms(image_size: int, images: int) -> dict[str, float]:
@@ -162,7 +189,54 @@ def print_row(r: dict[str, Any]) -> None:
           f"| {r['max_abs_logit_diff']:.1e} | {others}", flush=True)
 
 
+def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
+    """All rows in this process, under ``args.runtime`` ('default' or 'tuned'); prints the table, returns it."""
+    applied = tune_cpu_runtime() if args.runtime == "tuned" else []
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"UniNeXt-{args.variant}, Paddle {paddle.__version__}, {cpu}, {paddle.device.cuda.device_count()} GPUs, "
+          f"{datetime.datetime.now():%Y-%m-%d %H:%M}, reps {args.reps}, warm-up {args.warmup}, runtime "
+          f"{args.runtime}: {'; '.join(applied) or 'Paddle as is'}")
+    print("| row                | notebook img/s | port img/s | port/notebook | max abs logit diff | other contestants")
+    report: dict[str, Any] = {"runtime": args.runtime, "applied": applied,
+                              "rows": bench_models(args.variant, args.reps, args.warmup, args.ablate)}
+    if args.eval_images:
+        report["rows"].append(bench_evaluate(args.variant, args.eval_images, args.reps))
+        print_row(report["rows"][-1])  # its logit diff column: the val loss difference
+    if args.transform_images:
+        report["transforms"] = bench_transforms(224, args.transform_images)
+        for name, ips in report["transforms"].items():
+            print(f"| {name + ' 224':<18} | one worker: {ips:.1f} img/s")
+    return report
+
+
+def run_both(argv: list[str]) -> None:
+    """The default and the tuned process in turn (child processes, one after the other), then the port as its
+    scripts run it (tuned process: oneDNN for inference, eager for training) against the notebook as it runs
+    (default process)."""
+    reports = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for runtime in ("default", "tuned"):
+            path = os.path.join(tmp, f"{runtime}.json")
+            subprocess.run([sys.executable, "-m", "bench.bench_model", *argv, "--runtime", runtime, "--json", path],
+                           check=True)
+            with open(path) as f:
+                reports[runtime] = json.load(f)
+    print("\nAs shipped: the port in the tuned process (evaluate.py/visualize.py: oneDNN; train.py: eager) against "
+          "the notebook's code in the default process")
+    print("| row | notebook (Paddle as is) img/s | port as shipped img/s | port / notebook | of which the code "
+          "(same process settings) | notebook, tuned process |")
+    for default_row, tuned_row in zip(reports["default"]["rows"], reports["tuned"]["rows"]):
+        shipped = tuned_row["ips"].get(ONEDNN, tuned_row["ips"]["port"])
+        notebook = default_row["ips"]["notebook"]
+        print(f"| {default_row['row']} | {notebook:.1f} | {shipped:.1f} | **{shipped / notebook:.2f}x** | "
+              f"{default_row['ips']['port'] / notebook:.2f}x default, "
+              f"{tuned_row['ips']['port'] / tuned_row['ips']['notebook']:.2f}x tuned | "
+              f"{tuned_row['ips']['notebook']:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", default="T", choices=list(up.VARIANTS), help="UniNeXt variant (default: T)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per row, median reported (default: 5)")
@@ -172,19 +246,20 @@ def main(argv: list[str] | None = None) -> None:
                    help="test images for the evaluate.py loop row, 0 to skip it (default: 640)")
     p.add_argument("--transform-images", type=int, default=500,
                    help="images through each transform pipeline, 0 to skip that row (default: 500)")
+    p.add_argument("--runtime", default="both", choices=RUNTIMES,
+                   help="process settings: default (Paddle as is), tuned (the scripts' CPU settings), both "
+                        "(each in a child process, then the as-shipped comparison; the default)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the rows to PATH (one runtime only)")
     args = p.parse_args(argv)
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"UniNeXt-{args.variant}, Paddle {paddle.__version__}, {cpu}, {paddle.device.cuda.device_count()} GPUs, "
-          f"{datetime.datetime.now():%Y-%m-%d %H:%M}, reps {args.reps}, warm-up {args.warmup}")
-    print("| row                | notebook img/s | port img/s | port/notebook | max abs logit diff | ablations")
-    bench_models(args.variant, args.reps, args.warmup, args.ablate)
-    if args.eval_images:
-        print_row(bench_evaluate(args.variant, args.eval_images, args.reps))  # last column: val loss difference
-    if args.transform_images:
-        for name, ips in bench_transforms(224, args.transform_images).items():
-            print(f"| {name + ' 224':<18} | one worker: {ips:.1f} img/s")
+    if args.runtime == "both":
+        if args.json:
+            p.error("--json needs --runtime default or tuned")
+        run_both([a for a in argv if a != "--runtime" and a not in RUNTIMES])
+        return
+    report = run_benchmarks(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":

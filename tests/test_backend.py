@@ -1,6 +1,6 @@
 """The oneDNN backend of evaluate.py and visualize.py (inference.select_backend): Paddle Inference's program
-gives the eager model's logits, including on maps that pad to one window, where a Paddle 3.3.1 fusion pass
-miscomputes them, and a compiled model that disagrees is never used."""
+gives the eager model's logits, including on maps that pad to one window, where Paddle 3.3.1 fusion passes
+miscompute them or fail, and a compiled model that disagrees or fails is never used."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,16 +33,20 @@ def test_onednn_gives_the_eager_logits_for_any_batch(size):
         assert rel_err(expected.numpy(), got.numpy()) < 1e-5
 
 
-def test_a_compiled_model_that_disagrees_is_not_used(monkeypatch, capsys):
-    # With the fusion pass that select_backend removes, Paddle 3.3.1's oneDNN program gets the one-window
-    # attention wrong: the probe check must catch that.
-    monkeypatch.setattr(inference, "_BROKEN_ONEDNN_PASSES", ())
+def test_a_compiled_model_that_disagrees_or_fails_is_not_used(monkeypatch, capsys):
+    # select_backend removes two of Paddle 3.3.1's oneDNN fusion passes. With the matmul one back, the program
+    # gets the one-window attention wrong: the probe check must catch that.
+    monkeypatch.setattr(inference, "_BROKEN_ONEDNN_PASSES", ("operator_reshape_onednn_fuse_pass",))
     model = tiny_model()
     runner, backend = inference.select_backend(model, "auto", "cpu", 32)
     assert runner is model and backend == "eager"
     assert "gives other logits than the model" in capsys.readouterr().err
     with pytest.raises(CliError, match="gives other logits than the model.*; use --backend eager"):
         inference.select_backend(model, "onednn", "cpu", 32)
+    # with the reshape one back too, the predictor does not even build (a 5-axis transpose of a 4-D tensor)
+    monkeypatch.setattr(inference, "_BROKEN_ONEDNN_PASSES", ())
+    assert inference.select_backend(model, "auto", "cpu", 32) == (model, "eager")
+    assert "Paddle Inference with oneDNN failed (ValueError" in capsys.readouterr().err
 
 
 def test_eager_and_gpu_choices():

@@ -1,5 +1,5 @@
 """The CPU process settings (uninext_paddle/runtime.py): when MKL's AVX2 path is asked for, that the allocator
-setting really stops the page faults, and the opt-out."""
+setting really stops the page faults, that select_device applies them (eager transposes included), the opt-out."""
 import resource
 import subprocess
 import sys
@@ -40,18 +40,19 @@ def test_keep_freed_memory_stops_the_page_faults_of_fresh_tensors():
 
 
 def test_opt_out_applies_nothing():
-    code = ("import os; from uninext_paddle import runtime; print(runtime.tune_cpu_runtime(), "
-            "os.environ.get('MKL_DEBUG_CPU_TYPE'))")
+    code = ("import os, paddle; from uninext_paddle import runtime; print(runtime.tune_cpu_runtime(), "
+            "os.environ.get('MKL_DEBUG_CPU_TYPE'), paddle.get_flags('FLAGS_use_stride_kernel')['FLAGS_use_stride_kernel'])")
     env = {"UNINEXT_CPU_TUNING": "0", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["[]", "None"]
+    assert out.stdout.split() == ["[]", "None", "True"]
 
 
 def test_select_device_tunes_the_cpu_process():
-    code = ("import os; from uninext_paddle.device import select_device; select_device('cpu'); "
+    code = ("import os, paddle; from uninext_paddle.device import select_device; select_device('cpu'); "
             "from uninext_paddle import runtime; "
             "print(os.environ.get('MKL_DEBUG_CPU_TYPE') == ('5' if runtime.mkl_avx2_wanted("
-            "open('/proc/cpuinfo').read(), {}) else None))")
+            "open('/proc/cpuinfo').read(), {}) else None), "
+            "paddle.get_flags('FLAGS_use_stride_kernel')['FLAGS_use_stride_kernel'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"})  # not this process's MKL_DEBUG_CPU_TYPE
-    assert out.stdout.split()[-1] == "True"
+    assert out.stdout.split()[-2:] == ["True", "False"]

@@ -121,8 +121,10 @@ def _zero_pad(x: paddle.Tensor, pad_bottom: int, pad_right: int) -> paddle.Tenso
 
 
 def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle.Tensor:
-    """``img2group`` in one reshape-transpose: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads].
+    """``img2group``: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads].
 
+    Two transposes of at most 5 dims (windows, then heads) rather than one of 7: Paddle's CPU transpose of
+    more than 6 dims takes a generic element-by-element path, 15x slower than these two together.
     Note ``local_group``'s padding rule: when either side needs padding, it pads both sides by
     ``ws - side % ws``, which adds a whole window of zeros on a side that was already a multiple of ws.
     Kept as written.
@@ -133,9 +135,11 @@ def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle
     if pad_bottom or pad_right:
         x = _zero_pad(x, pad_bottom, pad_right)
     Gh, Gw = (H + pad_bottom) // ws, (W + pad_right) // ws
-    x = x.reshape([-1, Gh, ws, Gw, ws, num_heads, C // num_heads])
-    x = x.transpose([0, 1, 3, 5, 2, 4, 6])  # [B, Gh, Gw, heads, ws, ws, head_dim]
-    return x.reshape([-1, num_heads, ws * ws, C // num_heads])
+    x = x.reshape([-1, Gh, ws, Gw, ws * C])
+    if Gw > 1:  # with one window per row of windows the order is already [B, Gh, Gw, ws, ws*C]
+        x = x.transpose([0, 1, 3, 2, 4])
+    x = x.reshape([-1, ws * ws, num_heads, C // num_heads])
+    return x.transpose([0, 2, 1, 3])
 
 
 def _is_one_padded_window(H: int, W: int, ws: int) -> bool:
@@ -150,14 +154,18 @@ def _is_one_padded_window(H: int, W: int, ws: int) -> bool:
 
 
 def _unwindow(x: paddle.Tensor, H: int, W: int, Hp: int, Wp: int, ws: int) -> paddle.Tensor:
-    """[B*Gh*Gw, heads, ws*ws, head_dim] -> [B, H*W, C], cropping the padding (``group2image``)."""
+    """[B*Gh*Gw, heads, ws*ws, head_dim] -> [B, H*W, C], cropping the padding (``group2image``); the
+    transposes of ``_window`` in reverse."""
     _, heads, _, head_dim = x.shape
+    C = heads * head_dim
     Gh, Gw = Hp // ws, Wp // ws
-    x = x.reshape([-1, Gh, Gw, heads, ws, ws, head_dim]).transpose([0, 1, 4, 2, 5, 3, 6])
-    x = x.reshape([-1, Hp, Wp, heads * head_dim])  # [B, Hp, Wp, C]
+    x = x.transpose([0, 2, 1, 3]).reshape([-1, Gh, Gw, ws, ws * C])
+    if Gw > 1:
+        x = x.transpose([0, 1, 3, 2, 4])
+    x = x.reshape([-1, Hp, Wp, C])
     if Hp != H or Wp != W:
         x = x[:, :H, :W, :]
-    return x.reshape([-1, H * W, heads * head_dim])
+    return x.reshape([-1, H * W, C])
 
 
 def _tokens_to_image(x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:

@@ -1,6 +1,6 @@
 """CPU process settings that make Paddle's eager CPU kernels faster without touching the model's math.
 
-Two costs outside the model code dominate Paddle 3.3.1's CPU runs (measured in BENCHMARKS.md):
+Three costs outside the model code dominate Paddle 3.3.1's CPU runs (measured in BENCHMARKS.md):
 
 - **MKL's vendor dispatch.** Paddle's CPU wheel does its GEMMs in Intel MKL (``libmklml_intel.so``), which
   on AMD processors takes a generic SSE code path: 2.2-2.7x slower matmuls than its AVX2 path on the same
@@ -13,6 +13,11 @@ Two costs outside the model code dominate Paddle 3.3.1's CPU runs (measured in B
   pass is faulted in page by page again (a 6 MB ``add`` takes 5 ms, 0.5 ms without the faults). With
   ``mallopt(M_MMAP_MAX, 0)`` and a high ``M_TRIM_THRESHOLD`` freed buffers stay in the heap for reuse; the
   price is that the process keeps its peak memory.
+- **Lazy transposes.** With ``FLAGS_use_stride_kernel`` (Paddle's default) a transpose returns a strided view
+  and the next op copies it through a generic strided-copy kernel, 10-40x slower than numpy's copy of the same
+  view; with the flag off, transposes copy at once through Paddle's transpose kernel (fast up to 6 dims, which
+  is why the model's window transposes have at most 5). Views then no longer share memory with their source,
+  which nothing here relies on.
 
 Different GEMM kernels sum in another order: logits move by float rounding (~1e-7), no more. The scripts
 apply these on the CPU through ``device.select_device``; set ``UNINEXT_CPU_TUNING=0`` to run Paddle as is.
@@ -23,6 +28,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+
+import paddle
 
 __all__ = ["OPT_OUT_VARIABLE", "mkl_avx2_wanted", "keep_freed_memory", "tune_cpu_runtime"]
 
@@ -76,4 +83,6 @@ def tune_cpu_runtime() -> list[str]:
         applied.append("MKL AVX2 path on AMD (MKL_DEBUG_CPU_TYPE=5)")
     if keep_freed_memory():
         applied.append("glibc malloc keeps freed memory (no mmap, no trim)")
+    paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    applied.append("transposes copy at once (FLAGS_use_stride_kernel=False)")
     return applied
