@@ -4,9 +4,9 @@
 Paddle's CPU ``depthwise_conv2d`` (im2col + one tiny GEMM per image and channel) has a large fixed cost
 per call and per channel: a [64, 1024, 1, 1] input (exactly ``x * w[:, :, 1, 1] + b``) takes tens of
 milliseconds, and its backward several times that. Every block runs three of them (LePE, HdC, PC), and
-at 32x32 input stages 2-4 run on 4x4, 2x2 and 1x1 maps. ``depthwise3x3`` runs a 3x3/stride-1/pad-1
-depthwise conv on such a small map as one batched matmul with a per-channel [tokens, tokens] matrix built
-from the 3x3 weights, in the token layout (so the token<->image transposes disappear too): the same
+at 32x32 input the stages run on 8x8, 4x4, 2x2 and 1x1 maps. ``depthwise3x3`` runs a 3x3/stride-1/pad-1
+depthwise conv on such a small map (``matmul_form``) as one batched matmul with a per-channel [tokens, tokens]
+matrix built from the 3x3 weights, in the token layout (so the token<->image transposes disappear too): the same
 products, summed in another order at most (float rounding; tests/test_fastpath.py). On other devices
 (GPU: cuDNN) and on larger maps Paddle's conv is used unchanged.
 """
@@ -20,16 +20,22 @@ import numpy as np
 import paddle
 from paddle import nn
 
-__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "SMALL_MAP_TOKENS"]
+__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "matmul_form", "SMALL_MAP_TOKENS",
+           "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH"]
 
 # The fast paths by name; ``disabled`` switches them off (the benchmark measures each one's gain this way).
 FASTPATHS: dict[str, bool] = {"small_map_dwconv": True}
 
-# Largest map (H*W tokens) that ``depthwise3x3`` runs as a matmul. Measured on 2 CPU cores (ms forward /
-# backward): batch 64, 2x2 C=1024: 3.8 / 8.0 against Paddle's 75 / 148; 4x4 C=512: 8.4 / 18 against 45 / 93;
-# 8x8 C=64: 11 / 25 against 13 / 25; batch 8, 7x7 C=512: 15 / 50 against 9 / 17. Past 4x4 the
-# matrices' zeros cost more than Paddle's per-call overhead.
+# Which maps ``depthwise3x3`` runs as a matmul: up to SMALL_MAP_TOKENS tokens always, up to MEDIUM_MAP_TOKENS
+# from a batch of MEDIUM_MAP_MIN_BATCH. Measured on 2 CPU cores (ms forward / forward+backward, the scripts' CPU
+# runtime): batch 64, 2x2 C=1024: 3.8 / 12 against Paddle's 75 / 223; 4x4 C=512: 6 / 21 against 6 / 28;
+# 8x8 C=256: 16 / 75 against 38 / 113; 7x7 C=2048: 106 / 488 against 279 / 888; but batch 8, 7x7 C=512:
+# 13 / 65 against 10 / 26 and batch 16, 8x8 C=256: 9 / 52 against 9 / 26. The [C, N, N] @ [C, N, batch]
+# product does N times the conv's multiplications (zeros included); it pays off where Paddle's per-image,
+# per-channel kernel calls dominate: small maps, large batches.
 SMALL_MAP_TOKENS = 16
+MEDIUM_MAP_TOKENS = 64
+MEDIUM_MAP_MIN_BATCH = 64
 
 
 def use_fastpath(name: str, x: paddle.Tensor) -> bool:
@@ -73,6 +79,12 @@ def _mixing_plan(H: int, W: int) -> np.ndarray:
     return plan.reshape(-1)
 
 
+def matmul_form(H: int, W: int, batch: int) -> bool:
+    """Whether ``depthwise3x3`` computes an H x W map of ``batch`` images (-1: unknown, while tracing) as a
+    matmul on the CPU (see the measurements above)."""
+    return H * W <= SMALL_MAP_TOKENS or (H * W <= MEDIUM_MAP_TOKENS and batch >= MEDIUM_MAP_MIN_BATCH)
+
+
 def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
     """``conv`` (3x3, stride 1, padding 1, groups = channels) applied to tokens: [B, H*W, C] -> [B, H*W, C].
 
@@ -84,7 +96,7 @@ def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Te
     tests/test_fastpath.py). Otherwise: Paddle's conv in NCHW.
     """
     C = x.shape[-1]
-    if H * W <= SMALL_MAP_TOKENS and use_fastpath("small_map_dwconv", x):
+    if matmul_form(H, W, x.shape[0]) and use_fastpath("small_map_dwconv", x):
         N = H * W
         weights = paddle.concat([conv.weight.reshape([C, 9]), paddle.zeros([C, 1], conv.weight.dtype)], axis=1)
         plan = paddle.to_tensor(_mixing_plan(H, W), place=x.place)
