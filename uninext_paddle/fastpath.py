@@ -18,9 +18,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "matmul_form", "SMALL_MAP_TOKENS",
+__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channels_last", "matmul_form",
+           "SMALL_MAP_TOKENS",
            "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH"]
 
 # The fast paths by name; ``disabled`` switches them off (the benchmark measures each one's gain this way).
@@ -104,4 +106,15 @@ def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Te
         out = paddle.matmul(mixing, x.transpose([2, 1, 0])).transpose([2, 1, 0])  # [C, N, B] -> [B, N, C]
         return out if conv.bias is None else out + conv.bias
     image = x.transpose([0, 2, 1]).reshape([-1, C, H, W])
-    return conv(image).flatten(2).transpose([0, 2, 1])
+    return conv_channels_last(conv, image).reshape([-1, H * W, C])
+
+
+def conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
+    """``conv`` (NCHW, zero padding) on ``image``, returned channels-last [B, H', W', C'] with the bias added in
+    that layout: Paddle adds a conv's bias as a [1, C, 1, 1] broadcast over NCHW, which its CPU kernel does
+    element by element (60 ms for an [8, 256, 56, 56] map at 224), against 5 ms over the last axis. Each output
+    is the same conv sum plus the same bias, so the numbers are bitwise those of ``conv(image)``, transposed.
+    Used on every device: the transposed layout is what the model consumes next anyway."""
+    out = F.conv2d(image, conv.weight, None, stride=conv._stride, padding=conv._padding, dilation=conv._dilation,
+                   groups=conv._groups).transpose([0, 2, 3, 1])
+    return out if conv.bias is None else out + conv.bias

@@ -31,7 +31,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .droppath import DropPath
-from .fastpath import depthwise3x3
+from .fastpath import conv_channels_last, depthwise3x3
 
 __all__ = [
     "local_group", "img2group", "group2image", "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block",
@@ -171,11 +171,6 @@ def _unwindow(x: paddle.Tensor, H: int, W: int, Hp: int, Wp: int, ws: int) -> pa
 def _tokens_to_image(x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
     """[B, H*W, C] -> [B, C, H, W]."""
     return x.transpose([0, 2, 1]).reshape([-1, x.shape[-1], H, W])
-
-
-def _image_to_tokens(x: paddle.Tensor) -> paddle.Tensor:
-    """[B, C, H, W] -> [B, H*W, C]."""
-    return x.flatten(2).transpose([0, 2, 1])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -326,7 +321,7 @@ class Merge_Block(nn.Layer):
             if H * W != x.shape[1]:
                 raise ValueError(f"Merge_Block got {x.shape[1]} tokens, not a square map: UniNeXt needs square "
                                  "images (or build it with non_square=True)")
-        return self.norm(_image_to_tokens(self.conv(_tokens_to_image(x, H, W))))
+        return self.norm(conv_channels_last(self.conv, _tokens_to_image(x, H, W)).flatten(1, 2))
 
 
 class UniNeXt(nn.Layer):
@@ -410,8 +405,8 @@ class UniNeXt(nn.Layer):
     def _stem(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, 3, H, W] -> [B, H/2*W/2, embed_dim/2]; LayerNorm over channels in the channels-last layout."""
         for conv, norm_act in ((self.stem1, self.norm_act1), (self.stem2, self.norm_act2)):
-            x = norm_act(conv(x).transpose([0, 2, 3, 1])).transpose([0, 3, 1, 2])
-        return self.norm_act3(_image_to_tokens(self.stem3(x)))
+            x = norm_act(conv_channels_last(conv, x)).transpose([0, 3, 1, 2])
+        return self.norm_act3(conv_channels_last(self.stem3, x).flatten(1, 2))
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, in_chans, H, W] -> pooled features [B, num_features]."""
