@@ -90,3 +90,19 @@ def test_train_step_gradients_match_the_notebook(nb, batch):
         ref = theirs[name].grad.numpy()
         np.testing.assert_allclose(p.grad.numpy(), ref, rtol=1e-4, atol=1e-6 * max(np.abs(ref).max(), 1e-3),
                                    err_msg=name)
+
+
+def test_layers_watched_by_hooks_are_called_as_layers():
+    # paddle.summary and paddle.flops count layers through forward hooks: a watched conv must really be called
+    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    nn.initializer.Normal()(conv.bias)
+    tokens, image = paddle.randn([2, 4, 8]), paddle.randn([2, 8, 5, 5])
+    unwatched = fastpath.depthwise3x3(conv, tokens, 2, 2), fastpath.conv_channels_last(conv, image)
+    calls = []
+    handle = conv.register_forward_post_hook(lambda layer, inputs, output: calls.append(output.shape))
+    assert fastpath.watched(conv)
+    watched = fastpath.depthwise3x3(conv, tokens, 2, 2), fastpath.conv_channels_last(conv, image)
+    handle.remove()
+    assert calls == [[2, 8, 2, 2], [2, 8, 5, 5]] and not fastpath.watched(conv)
+    for fast, called in zip(unwatched, watched):  # the same numbers either way (2x2 and the bias: bitwise)
+        np.testing.assert_array_equal(fast.numpy(), called.numpy())

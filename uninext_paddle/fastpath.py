@@ -21,7 +21,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channels_last", "matmul_form",
+__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channels_last", "watched", "matmul_form",
            "SMALL_MAP_TOKENS",
            "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH"]
 
@@ -81,6 +81,12 @@ def _mixing_plan(H: int, W: int) -> np.ndarray:
     return plan.reshape(-1)
 
 
+def watched(layer: nn.Layer) -> bool:
+    """Whether forward hooks watch ``layer`` (``paddle.summary`` and ``paddle.flops`` count layers this way, and so
+    may users): then the formulations here, which use its weights without calling it, step aside."""
+    return bool(layer._forward_pre_hooks or layer._forward_post_hooks)
+
+
 def matmul_form(H: int, W: int, batch: int) -> bool:
     """Whether ``depthwise3x3`` computes an H x W map of ``batch`` images (-1: unknown, while tracing) as a
     matmul on the CPU (see the measurements above)."""
@@ -98,7 +104,7 @@ def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Te
     tests/test_fastpath.py). Otherwise: Paddle's conv in NCHW.
     """
     C = x.shape[-1]
-    if matmul_form(H, W, x.shape[0]) and use_fastpath("small_map_dwconv", x):
+    if matmul_form(H, W, x.shape[0]) and use_fastpath("small_map_dwconv", x) and not watched(conv):
         N = H * W
         weights = paddle.concat([conv.weight.reshape([C, 9]), paddle.zeros([C, 1], conv.weight.dtype)], axis=1)
         plan = paddle.to_tensor(_mixing_plan(H, W), place=x.place)
@@ -114,7 +120,10 @@ def conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
     that layout: Paddle adds a conv's bias as a [1, C, 1, 1] broadcast over NCHW, which its CPU kernel does
     element by element (60 ms for an [8, 256, 56, 56] map at 224), against 5 ms over the last axis. Each output
     is the same conv sum plus the same bias, so the numbers are bitwise those of ``conv(image)``, transposed.
-    Used on every device: the transposed layout is what the model consumes next anyway."""
+    Used on every device: the transposed layout is what the model consumes next anyway. A ``watched`` layer is
+    called as a layer instead, so its hooks see the call."""
+    if watched(conv):
+        return conv(image).transpose([0, 2, 3, 1])
     out = F.conv2d(image, conv.weight, None, stride=conv._stride, padding=conv._padding, dilation=conv._dilation,
                    groups=conv._groups).transpose([0, 2, 3, 1])
     return out if conv.bias is None else out + conv.bias
