@@ -119,6 +119,7 @@ def fails_with(message: str, argv: list[str]) -> None:
     (["--warmup-batches", "-1"], "--warmup-batches must not be negative"),
     (["--amp", "fp32"], "invalid choice: 'fp32'"),
     (["--amp", "fp16"], "--amp fp16 needs a GPU"),
+    (["--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
     (["--timed-batches", "many"], "invalid int value"),
     (["--variant", "S"], "does not fit UniNeXt-S: .* of another shape"),
 ])

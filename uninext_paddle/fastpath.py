@@ -22,8 +22,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 __all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channels_last", "watched", "matmul_form",
-           "SMALL_MAP_TOKENS",
-           "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH"]
+           "SMALL_MAP_TOKENS", "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH"]
 
 # The fast paths by name; ``disabled`` switches them off (the benchmark measures each one's gain this way).
 FASTPATHS: dict[str, bool] = {"small_map_dwconv": True}

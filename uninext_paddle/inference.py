@@ -144,9 +144,8 @@ class OneDNNModel(paddle.nn.Layer):
     """A Paddle Inference predictor (CPU, oneDNN) called like the model: [B, 3, S, S] float32 -> logits [B, classes].
     Inference only: no parameters, no gradients."""
 
-    def __init__(self, predictor: paddle.inference.Predictor, image_size: int) -> None:
+    def __init__(self, predictor: paddle.inference.Predictor) -> None:
         super().__init__()
-        self.image_size = image_size
         self._predictor = predictor
         self._input = predictor.get_input_handle(predictor.get_input_names()[0])
         self._output = predictor.get_output_handle(predictor.get_output_names()[0])
@@ -170,7 +169,7 @@ def compile_onednn(model: paddle.nn.Layer, image_size: int) -> OneDNNModel:
             config.delete_pass(name)
         config.set_cpu_math_library_num_threads(1)
         config.disable_glog_info()
-        compiled = OneDNNModel(paddle.inference.create_predictor(config), image_size)  # reads the files
+        compiled = OneDNNModel(paddle.inference.create_predictor(config))  # reads the files
         compiled(paddle.zeros([1, 3, image_size, image_size]))
     return compiled
 
