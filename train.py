@@ -8,30 +8,47 @@
 Defaults are the notebook's: batch 128, Adam(weight_decay=1e-5), CosineAnnealingDecay(1e-4,
 T_max=steps_per_epoch * epochs) stepped every batch, LabelSmoothingCrossEntropy(0.1), 100 epochs, seed 42.
 Writes the notebook's best_model.pdparams/best_optimizer.pdopt (on every val-accuracy improvement) and
-final_model.pdparams/final_optimizer.pdopt, plus history.json (loss_record/acc_record) and the resumable
-last.pdckpt after every epoch.
+final_model.pdparams/final_optimizer.pdopt, plus history.json (loss_record/acc_record), the resumable
+last.pdckpt after every epoch and train.log (everything printed).
 """
 from __future__ import annotations
 
+import warnings
+
+# Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for this script.
+warnings.filterwarnings("ignore", message="No ccache found")
+
 import argparse
+import math
 import os
 import shlex
 import signal
 import sys
 
 import numpy as np
+import paddle
 
-from uninext_paddle import LabelSmoothingCrossEntropy, create_model  # before paddle: silences its ccache warning
-import paddle  # noqa: E402,I001
-from uninext_paddle.checkpoint import (LAST_CHECKPOINT, atomic_save, load_training_checkpoint, load_weights,
-                                       restore_rng_states, rng_states)
-from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
-from uninext_paddle.data import DEFAULT_DATA, build_loaders, ensure_cifar10, start_train_epoch
-from uninext_paddle.device import (AMP_MODES, DEVICES, init_distributed, is_main_process,
-                                   make_grad_scaler, rank, select_device, world_size)
-from uninext_paddle.engine import EpochMeter, NonFiniteLossError, StopRequests, evaluate, train_one_epoch
+from uninext_paddle import LabelSmoothingCrossEntropy, create_model
+from uninext_paddle.checkpoint import BEST_MODEL, BEST_OPTIMIZER, FINAL_MODEL, FINAL_OPTIMIZER, load_weights
+from uninext_paddle.cli import (ArgumentParser, about, add_data_flags, add_device_flag, add_progress_flag,
+                                check_writable, fail, progress_wanted, run_cli)
+from uninext_paddle.data import build_loaders, ensure_cifar10, start_train_epoch
+from uninext_paddle.device import (AMP_MODES, init_distributed, is_main_process, make_grad_scaler, rank,
+                                   select_device, world_size)
+from uninext_paddle.engine import EpochMeter, StopRequests, evaluate, nonfinite_parameters, train_one_epoch
+from uninext_paddle.errors import DivergedError, UninextError
+from uninext_paddle.fileio import atomic_save
 from uninext_paddle.model import VARIANTS
 from uninext_paddle.records import HISTORY_FILE, Records
+from uninext_paddle.runlog import tee_to_file
+from uninext_paddle.runtime import tune_cpu_runtime
+from uninext_paddle.train_state import LAST_CHECKPOINT, TrainingState, capture_rng, restore_rng
+
+LOG_FILE = "train.log"
+# On the CPU, a projected epoch longer than this gets a note with the practical alternative.
+SLOW_EPOCH_SECONDS = 3600
+# Resuming with another value of these is reported: the run will not repeat the original.
+_REPORTED_CHANGES = ("epochs", "batch_size", "lr", "weight_decay", "seed", "image_size", "amp")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,18 +62,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-5, help="Adam's (L2) weight decay")
     p.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
     p.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth of the last block")
-    p.add_argument("--data", default=DEFAULT_DATA, help="CIFAR-10 python tarball; downloaded there if absent")
+    add_data_flags(p, data_help="CIFAR-10 python tarball; downloaded there if absent")
     p.add_argument("--work-dir", default=os.path.join("work", "model"), help="where checkpoints go")
-    p.add_argument("--image-size", type=int, default=224, help="side the images are resized to")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_device_flag(p)
     p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
     p.add_argument("--log-interval", type=int, default=10,
                    help="record the train loss (loss_record) and refresh the progress bar every N batches")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help=f"continue from PATH (default: WORK_DIR/{LAST_CHECKPOINT})")
     p.add_argument("--visualdl", default=None, metavar="DIR", help="also log scalars for VisualDL to DIR")
+    add_progress_flag(p)
     return p
 
 
@@ -71,32 +88,109 @@ def check_args(args: argparse.Namespace) -> None:
         fail("--smoothing and --drop-path-rate must be in [0, 1)")
 
 
+def load_resume_state(path: str, variant: str, processes: int) -> TrainingState:
+    """The training state to resume, checked to fit this run (variant, number of processes)."""
+    with about("--resume"):
+        state = TrainingState.load(path)
+    if state.variant() != variant:
+        fail(f"{path} is a UniNeXt-{state.variant()} checkpoint but --variant is {variant}; "
+             f"resume it with --variant {state.variant()}")
+    trained_on = int(state.config.get("world_size", 1))
+    if trained_on != processes:
+        # each process's share of every epoch, and with it the schedule's length, depend on the count
+        fail(f"{path} was written by a run of {trained_on} process(es); resume it with {trained_on}, not "
+             f"{processes}")
+    return state
+
+
+def gather_rng() -> list[dict]:
+    """Every process's random generators, indexed by rank (a collective call: all processes make it)."""
+    if world_size() == 1:
+        return [capture_rng()]
+    states: list[dict] = []
+    paddle.distributed.all_gather_object(states, capture_rng())
+    return states
+
+
+class CpuSpeedNote:
+    """After a few batches on the CPU, one line with the projected time per epoch and the practical alternative,
+    when the projection is long (the notebook's 224x224 run takes days per epoch on a CPU)."""
+
+    AFTER_BATCHES = 3
+
+    def __init__(self, batches_per_epoch: int, image_size: int) -> None:
+        self.batches, self.image_size, self.done = batches_per_epoch, image_size, False
+
+    def __call__(self, meter: EpochMeter, seconds: float) -> None:
+        if self.done or meter.step < self.AFTER_BATCHES:
+            return
+        self.done = True
+        projected = seconds / self.AFTER_BATCHES * self.batches
+        if projected > SLOW_EPOCH_SECONDS:
+            alternative = "; --image-size 32 is about 40x faster" if self.image_size > 32 else ""
+            print(f"note: on the CPU one epoch of {self.batches} batches will take about {projected / 3600:.1f} h "
+                  f"at this speed{alternative}; going on", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     check_args(args)
     config = vars(args).copy()
 
     # ------------------------------------------------------------------------------------------------------
-    # setup: device, processes, seeds, output folder
-    path = lambda name: os.path.join(args.work_dir, name)  # noqa: E731
-    device = select_device(args.device)
-    amp_scaler = make_grad_scaler(args.amp, device)  # also rejects --amp fp16/bf16 where it cannot run
+    # setup: device (and on the CPU this process's settings), processes, output folder, log file
+    with about("--device"):
+        device = select_device(args.device)
+    cpu_settings = None
+    if device == "cpu":
+        cpu_settings = "; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"
+    with about("--amp"):
+        amp_scaler = make_grad_scaler(args.amp, device)  # also rejects fp16/bf16 where they cannot run
     init_distributed()
+    config["world_size"] = world_size()
+    if not is_main_process():
+        run_explained(args, config, device, amp_scaler)
+        return
+    check_writable(args.work_dir, "--work-dir")
+    with tee_to_file(os.path.join(args.work_dir, LOG_FILE)) as log:
+        if cpu_settings is not None:
+            print(f"CPU settings: {cpu_settings}")
+        try:
+            run_explained(args, config, device, amp_scaler)
+        except UninextError as err:
+            log.write(f"error: {err}\n")  # run_cli prints the same line on the console
+            raise
+
+
+def run_explained(args: argparse.Namespace, config: dict, device: str,
+                  amp_scaler: paddle.amp.GradScaler | None) -> None:
+    """``run``, with a diverged run's error saying what is left and what to try."""
+    try:
+        run(args, config, device, amp_scaler)
+    except DivergedError as err:
+        fail(f"{err}: stopping; the checkpoints in {args.work_dir} are from before it "
+             "(try a lower --lr, or --amp off)")
+
+
+def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.amp.GradScaler | None) -> None:
+    """The run itself, on every process: data, model, the loop, the final files."""
+    path = lambda name: os.path.join(args.work_dir, name)  # noqa: E731
     main_process = is_main_process()
     if main_process:
-        check_writable(args.work_dir, "--work-dir")
-        ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
+        with about("--data"):
+            ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
     if world_size() > 1:
         paddle.distributed.barrier()
     resume_path = None if args.resume is None else args.resume or path(LAST_CHECKPOINT)
-    ckpt = None if resume_path is None else load_training_checkpoint(resume_path, args.variant)  # fail early
+    state = None if resume_path is None else load_resume_state(resume_path, args.variant, world_size())
     paddle.seed(args.seed)
     np.random.seed(args.seed)
 
     # ------------------------------------------------------------------------------------------------------
     # data (section 2.2)
-    train_loader, val_loader = build_loaders(args.data, args.image_size, args.batch_size, args.num_workers,
-                                             args.seed, rank(), world_size())
+    with about("--data"):
+        train_loader, val_loader = build_loaders(args.data, args.image_size, args.batch_size, args.num_workers,
+                                                 args.seed, rank(), world_size())
     if main_process:
         print(f"train_dataset: {len(train_loader.dataset)}")
         shared = f" on rank 0 of {world_size()}" if world_size() > 1 else ""
@@ -105,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     # ------------------------------------------------------------------------------------------------------
     # model, loss, schedule, optimizer (section 2.4), from scratch or resumed
     model = create_model(args.variant, num_classes=10, drop_path_rate=args.drop_path_rate)
+    if rank() > 0:  # every process its own drop-path masks; rank 0 keeps the single-process stream
+        paddle.seed(args.seed + rank())
     criterion = LabelSmoothingCrossEntropy(args.smoothing)
     # the notebook's T_max = 50000 // batch_size * n_epochs: every scheduler step of the run
     scheduler = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=args.lr,
@@ -112,36 +208,42 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=scheduler,
                                       weight_decay=args.weight_decay)
     records, best_acc, start_epoch, meter = Records(), 0.0, 0, EpochMeter()
-    if ckpt is not None:
-        load_weights(model, ckpt["model"], resume_path, args.variant)
-        optimizer.set_state_dict(ckpt["optimizer"])
-        scheduler.set_state_dict(ckpt["scheduler"])
-        if amp_scaler is not None and ckpt.get("scaler"):
-            amp_scaler.load_state_dict(ckpt["scaler"])
-        records, best_acc = Records(ckpt["records"]), float(ckpt["best_acc"])
-        start_epoch, meter = int(ckpt["epoch"]), EpochMeter(**ckpt["meter"])
-        restore_rng_states(ckpt["rng"])
-        changed = [f"--{k.replace('_', '-')} {ckpt['config'].get(k)} -> {v}" for k, v in config.items()
-                   if k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "image_size")
-                   and ckpt["config"].get(k) != v]
+    if state is not None:
+        with about("--resume"):
+            load_weights(model, state.model, resume_path, args.variant)
+        optimizer.set_state_dict(state.optimizer)
+        scheduler.set_state_dict(state.scheduler)
+        if amp_scaler is not None and state.scaler:
+            amp_scaler.load_state_dict(state.scaler)
+        records, best_acc = Records(state.records), state.best_acc
+        start_epoch, meter = state.epoch, EpochMeter(**state.meter)
+        not_restored = restore_rng(state.rng[rank()])
+        changed = [f"--{k.replace('_', '-')} {state.config.get(k)} -> {config[k]}" for k in _REPORTED_CHANGES
+                   if state.config.get(k, config[k]) != config[k]]
         if main_process:
             print(f"resumed from {resume_path}: epoch {start_epoch}, batch {meter.step}, best acc {best_acc:.4f}"
                   + (f" (changed: {', '.join(changed)}; the run will not repeat the original)" if changed else ""))
+        if not_restored:
+            print(f"note: process {rank()}: {not_restored}", file=sys.stderr)
+        del state  # its arrays are host copies of everything; the run does not need them again
     net = model  # the bare model, whose state_dict keys are the notebook's
     if world_size() > 1:
         model = paddle.DataParallel(model)
 
-    def training_checkpoint(epoch: int, meter: EpochMeter) -> dict:
-        return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": amp_scaler.state_dict() if amp_scaler else None,
-                "epoch": epoch, "step": meter.step, "meter": meter.state_dict(), "best_acc": best_acc,
-                "records": records.state_dict(), "rng": rng_states(), "config": config}
+    def save_state(epoch: int, meter: EpochMeter) -> None:
+        rng = gather_rng()  # collective: every process calls save_state
+        if main_process:
+            check_finite(net, f"epoch {epoch}, batch {meter.step}")
+            TrainingState(model=net.state_dict(), optimizer=optimizer.state_dict(),
+                          scheduler=scheduler.state_dict(), scaler=amp_scaler.state_dict() if amp_scaler else None,
+                          epoch=epoch, meter=meter.state_dict(), best_acc=best_acc, records=records.state_dict(),
+                          rng=rng, config=config).save(path(LAST_CHECKPOINT))
 
     def stop_now(epoch: int, meter: EpochMeter, signum: int | None) -> None:
         """Save where we are and exit like a process killed by ``signum`` would (128 + signum)."""
         signum = signum or signal.SIGTERM  # another process got the signal
+        save_state(epoch, meter)
         if main_process:
-            atomic_save(training_checkpoint(epoch, meter), path(LAST_CHECKPOINT))
             print(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, batch {meter.step}; to resume, "
                   f"run the same command with --resume {shlex.quote(path(LAST_CHECKPOINT))}", file=sys.stderr)
         sys.exit(128 + signum)
@@ -150,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.visualdl and main_process:
         from visualdl import LogWriter  # imported only when asked for: it pulls in a web stack
         visualdl = LogWriter(logdir=args.visualdl)
+    progress = main_process and progress_wanted(args.progress)
+    speed_note = CpuSpeedNote(len(train_loader), args.image_size) if device == "cpu" and main_process else None
 
     # ------------------------------------------------------------------------------------------------------
     # the loop: train, validate, save, as in the notebook; plus history.json and last.pdckpt every epoch
@@ -159,23 +263,21 @@ def main(argv: list[str] | None = None) -> None:
             if main_process:
                 print("#===epoch: {}, lr={:.10f}===#".format(epoch, optimizer.get_lr()))
             first_record = records.loss_iter
-            try:
-                train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter,
-                                        epoch, amp=args.amp, device=device, scaler=amp_scaler,
-                                        log_interval=args.log_interval, progress=main_process,
-                                        should_stop=stop.requested)
-            except NonFiniteLossError as err:
-                fail(f"{err}: stopping; the checkpoints in {args.work_dir} are from before it "
-                     "(try a lower --lr, or --amp off)")
+            train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter, epoch,
+                                    amp=args.amp, device=device, scaler=amp_scaler, log_interval=args.log_interval,
+                                    progress=progress, stop=stop, after_step=speed_note)
             if train is None:
                 stop_now(epoch, meter, stop.signum)
+            check_finite(net, f"epoch {epoch}, batch {meter.step - 1}")
             records.add_train_acc(train["acc"])
             if main_process:
                 print("#===epoch: {}, train loss is: {}, train acc is: {:2.2f}%===#".format(
                     epoch, train["loss"], train["acc"] * 100))
 
-            val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=main_process,
+            val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=progress,
                            batch_size=args.batch_size)
+            if not math.isfinite(val["loss"]):
+                raise DivergedError(f"the validation loss is {val['loss']} after epoch {epoch}")
             records.add_val(val["loss"], val["acc"])
             if main_process:
                 print("#===epoch: {}, val loss is: {}, val acc is: {:2.2f}%===#".format(
@@ -188,23 +290,16 @@ def main(argv: list[str] | None = None) -> None:
                                "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
                                "val_top1": val["top1"], "best_acc": best_acc, "train_images": train["images"],
                                "val_images": val["images"], "train_seconds": train["seconds"],
-                               "val_seconds": val["seconds"]})
+                               "val_seconds": val["seconds"], "skipped_steps": train["skipped"]})
             meter = EpochMeter()
             if main_process:
                 if improved:
-                    atomic_save(net.state_dict(), path("best_model.pdparams"))
-                    atomic_save(optimizer.state_dict(), path("best_optimizer.pdopt"))
+                    atomic_save(net.state_dict(), path(BEST_MODEL))
+                    atomic_save(optimizer.state_dict(), path(BEST_OPTIMIZER))
                 records.save(path(HISTORY_FILE))
-                atomic_save(training_checkpoint(epoch + 1, meter), path(LAST_CHECKPOINT))
+            save_state(epoch + 1, meter)
             if visualdl is not None:
-                for i, value in zip(records.loss_record["train"]["iter"][first_record:],
-                                    records.loss_record["train"]["loss"][first_record:]):
-                    visualdl.add_scalar("train/loss", value, i)
-                for tag, value in (("train/acc", train["acc"]), ("train/epoch_loss", train["loss"]),
-                                   ("val/loss", val["loss"]), ("val/acc", val["acc"]), ("val/top1", val["top1"]),
-                                   ("lr", optimizer.get_lr())):
-                    visualdl.add_scalar(tag, value, epoch)
-                visualdl.flush()
+                log_scalars(visualdl, records, first_record, epoch, train, val, optimizer.get_lr())
             if stop.requested():
                 stop_now(epoch + 1, meter, stop.signum)
 
@@ -212,10 +307,30 @@ def main(argv: list[str] | None = None) -> None:
     # the end, as in the notebook
     if main_process:
         print(best_acc)
-        atomic_save(net.state_dict(), path("final_model.pdparams"))
-        atomic_save(optimizer.state_dict(), path("final_optimizer.pdopt"))
+        atomic_save(net.state_dict(), path(FINAL_MODEL))
+        atomic_save(optimizer.state_dict(), path(FINAL_OPTIMIZER))
     if visualdl is not None:
         visualdl.close()
+
+
+def check_finite(model: paddle.nn.Layer, where: str) -> None:
+    """``DivergedError`` when an update left NaN or infinite weights: no file is ever written from them."""
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise DivergedError(f"the weights are not finite after the update at {where} ({len(bad)} parameters, "
+                            f"e.g. {bad[0]})")
+
+
+def log_scalars(visualdl: object, records: Records, first_record: int, epoch: int, train: dict, val: dict,
+                lr: float) -> None:
+    """The epoch's scalars for VisualDL: the train losses recorded in it, and the epoch's summary figures."""
+    for i, value in zip(records.loss_record["train"]["iter"][first_record:],
+                        records.loss_record["train"]["loss"][first_record:]):
+        visualdl.add_scalar("train/loss", value, i)
+    for tag, value in (("train/acc", train["acc"]), ("train/epoch_loss", train["loss"]), ("val/loss", val["loss"]),
+                       ("val/acc", val["acc"]), ("val/top1", val["top1"]), ("lr", lr)):
+        visualdl.add_scalar(tag, value, epoch)
+    visualdl.flush()
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
 """Shared fixtures: the notebook's own model code (the parity reference) and tiny CIFAR-format data."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-paddle.set_device("cpu")
+from tests.notebook import notebook_model  # the notebook's sections 2.3.1-2.3.3, verbatim
 
-from tests.notebook import notebook_model  # noqa: E402  (the notebook's sections 2.3.1-2.3.3, verbatim)
+ROOT = Path(__file__).resolve().parents[1]  # pytest puts it on sys.path (pyproject.toml: pythonpath)
+paddle.set_device("cpu")
 
 # A UniNeXt small enough for fast CPU tests, with every code path of T (4 stages, windows, padding).
 TINY = dict(embed_dim=16, depth=[1, 1, 2, 1], ws=[7, 7, 7, 7], num_heads=[1, 2, 4, 8], mlp_ratio=4.)

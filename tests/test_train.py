@@ -18,7 +18,7 @@ import pytest
 
 from tests.cifar_fixture import make_cifar_tarball
 from tests.conftest import ROOT
-from uninext_paddle.checkpoint import load_training_checkpoint
+from uninext_paddle.train_state import TrainingState
 
 # 40 train images in 5 batches of 8 per epoch, 20 val images; 2 epochs
 FAST = ["--image-size", "16", "--batch-size", "8", "--epochs", "2", "--num-workers", "0", "--device", "cpu"]
@@ -64,7 +64,10 @@ def test_short_run_learns_and_writes_the_notebooks_files(baseline, nb):
     assert re.search(r"#===epoch: 1, train loss is: [\d.]+, train acc is: [\d.]+%===#", done.stdout)
     assert re.search(r"#===epoch: 1, val loss is: [\d.]+, val acc is: [\d.]+%===#", done.stdout)
     assert {p.name for p in work.iterdir()} == {"best_model.pdparams", "best_optimizer.pdopt", "final_model.pdparams",
-                                              "final_optimizer.pdopt", "history.json", "last.pdckpt"}
+                                              "final_optimizer.pdopt", "history.json", "last.pdckpt", "train.log"}
+    # everything printed is in train.log too, progress bars aside (stderr is not a terminal here: none drawn)
+    assert (work / "train.log").read_text() == done.stdout + done.stderr
+    assert done.stdout.startswith("CPU settings: ")  # the script applies the CPU tuning itself, and says so
 
     history = json.loads((work / "history.json").read_text())
     loss, acc, epochs = history["loss_record"], history["acc_record"], history["epochs"]
@@ -108,8 +111,8 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(baseline, learnable,
     assert proc.returncode == 128 + signal.SIGTERM
     assert "Traceback" not in stderr
     assert f"with --resume {work / 'last.pdckpt'}" in stderr.strip().splitlines()[-1]
-    stopped = load_training_checkpoint(str(work / "last.pdckpt"), "T")
-    assert (stopped["epoch"], stopped["step"]) == (0, 1)
+    stopped = TrainingState.load(str(work / "last.pdckpt"))
+    assert (stopped.epoch, stopped.meter["step"]) == (0, 1)
 
     resumed = run_train(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

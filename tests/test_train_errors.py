@@ -1,6 +1,6 @@
 """Every bad input to train.py ends in one line on stderr and a non-zero exit, never a traceback.
 
-Most cases call ``train.main`` in-process (a ``CliError`` is what ``run_cli`` turns into that line); two run
+Most cases call ``train.main`` in-process (an ``UninextError`` is what ``run_cli`` turns into that line); two run
 the real script to check the line itself. Nothing here downloads: the downloader is replaced by one that fails.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import train
 from tests.cifar_fixture import make_cifar_tarball
 from tests.conftest import ROOT
-from uninext_paddle.checkpoint import TRAINING_KEYS
-from uninext_paddle.cli import CliError
+from uninext_paddle.errors import UninextError
+from uninext_paddle.train_state import TrainingState
 
 FAST = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--device", "cpu"]
 
@@ -40,52 +40,53 @@ def offline(monkeypatch):
     (["--batch-size", "-8"], "--batch-size must be positive"),
     (["--lr", "0"], "--lr must be positive"),
     (["--epochs", "two"], "invalid int value"),
-    (["--amp", "bf16", "--device", "cpu"], "--amp bf16 needs a GPU"),
+    (["--amp", "bf16", "--device", "cpu"], "--amp: mixed precision bf16 needs a GPU"),
     (["--batch-size", "64", "--data", "{data}"], "fewer than one batch of 64"),
 ])
 def test_bad_flags(args, message, data, tmp_path):
     args = [a.replace("{data}", str(data)) for a in args]
-    with pytest.raises(CliError, match=message):
+    with pytest.raises(UninextError, match=message):
         train.main(["--work-dir", str(tmp_path), *args])
 
 
 def test_missing_data_offline_says_where_to_put_it(offline, tmp_path):
     missing = tmp_path / "nowhere" / "cifar-10-python.tar.gz"
-    with pytest.raises(CliError, match=f"CIFAR-10 not found at {missing} and the download failed.*put it at"):
+    with pytest.raises(UninextError, match=f"CIFAR-10 not found at {missing} and the download failed.*put it at"):
         train.main(["--data", str(missing), "--work-dir", str(tmp_path / "w"), *FAST])
 
 
 def test_corrupt_data(tmp_path):
     bad = tmp_path / "cifar-10-python.tar.gz"
     bad.write_bytes(b"not a tarball")
-    with pytest.raises(CliError, match="is not a readable CIFAR-10 python tarball"):
+    with pytest.raises(UninextError, match="is not a readable CIFAR-10 python tarball"):
         train.main(["--data", str(bad), "--work-dir", str(tmp_path / "w"), *FAST])
 
 
 def test_unwritable_work_dir(data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    with pytest.raises(CliError, match="cannot write to --work-dir"):
+    with pytest.raises(UninextError, match="cannot write to --work-dir"):
         train.main(["--data", str(data), "--work-dir", str(blocker / "model"), *FAST])
 
 
 def test_resume_missing_corrupt_foreign_or_of_another_variant(data, tmp_path):
     common = ["--data", str(data), "--work-dir", str(tmp_path / "w"), *FAST]
-    with pytest.raises(CliError, match="resume checkpoint not found"):
+    with pytest.raises(UninextError, match="--resume: training checkpoint not found"):
         train.main([*common, "--resume", str(tmp_path / "none.pdckpt")])
-    with pytest.raises(CliError, match="resume checkpoint not found: .*last.pdckpt"):
+    with pytest.raises(UninextError, match="--resume: training checkpoint not found: .*last.pdckpt"):
         train.main([*common, "--resume"])
     corrupt = tmp_path / "corrupt.pdckpt"
     corrupt.write_bytes(b"\x80\x04garbage")
-    with pytest.raises(CliError, match="is not a readable Paddle file"):
+    with pytest.raises(UninextError, match="is not a readable Paddle file"):
         train.main([*common, "--resume", str(corrupt)])
     weights = tmp_path / "best_model.pdparams"
     paddle.save({"head.weight": paddle.zeros([2, 2])}, str(weights))
-    with pytest.raises(CliError, match="not a resumable training checkpoint"):
+    with pytest.raises(UninextError, match="not a resumable training checkpoint"):
         train.main([*common, "--resume", str(weights)])
     other = tmp_path / "other.pdckpt"
-    paddle.save({**{key: 0 for key in TRAINING_KEYS}, "config": {"variant": "S"}}, str(other))
-    with pytest.raises(CliError, match="UniNeXt-S checkpoint but --variant is T; resume it with --variant S"):
+    TrainingState(model={}, optimizer={}, scheduler={}, scaler=None, epoch=0, meter={}, best_acc=0.0, records={},
+                  rng=[], config={"variant": "S"}).save(str(other))
+    with pytest.raises(UninextError, match="UniNeXt-S checkpoint but --variant is T; resume it with --variant S"):
         train.main([*common, "--resume", str(other)])
 
 
@@ -98,7 +99,7 @@ def test_nan_loss_stops_and_leaves_the_checkpoints_alone(data, tmp_path, monkeyp
     work = tmp_path / "w"
     work.mkdir()
     (work / "last.pdckpt").write_bytes(b"the previous good checkpoint")
-    with pytest.raises(CliError, match="the training loss is nan at epoch 0, batch 0: stopping"):
+    with pytest.raises(UninextError, match="the training loss is nan at epoch 0, batch 0: stopping"):
         train.main(["--data", str(data), "--work-dir", str(work), *FAST])
     assert sorted(p.name for p in work.iterdir()) == ["last.pdckpt"]
     assert (work / "last.pdckpt").read_bytes() == b"the previous good checkpoint"

@@ -20,7 +20,7 @@ import paddle.vision.transforms as T
 from paddle.vision.datasets import Cifar10
 from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 
-from .cli import fail
+from .errors import ConfigError, DataError
 
 __all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
            "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10", "SeededAugment",
@@ -71,10 +71,10 @@ def ensure_cifar10(path: str, download: bool = True) -> str:
     if os.path.isfile(path):
         return path
     if os.path.exists(path):
-        fail(f"{path} is not a file: --data must name the CIFAR-10 python tarball (cifar-10-python.tar.gz)")
-    how = (f"download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and put it at {path}, or pass its location with --data")
+        raise DataError(f"{path} is not a file: it must be the CIFAR-10 python tarball (cifar-10-python.tar.gz)")
+    how = f"download {CIFAR10_URL} (md5 {CIFAR10_MD5}) and put it at {path}"
     if not download:
-        fail(f"CIFAR-10 not found at {path}: {how}")
+        raise DataError(f"CIFAR-10 not found at {path}: {how}")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -82,7 +82,8 @@ def ensure_cifar10(path: str, download: bool = True) -> str:
         downloaded = paddle.utils.download.get_path_from_url(CIFAR10_URL, folder, md5sum=CIFAR10_MD5,
                                                              decompress=False)
     except Exception as err:  # network errors come as many types (httpx, OSError, RuntimeError)
-        fail(f"CIFAR-10 not found at {path} and the download failed ({type(err).__name__}: {err}); {how}")
+        raise DataError(f"CIFAR-10 not found at {path} and the download failed ({type(err).__name__}: {err}); "
+                        f"{how}") from err
     if os.path.abspath(downloaded) != os.path.abspath(path):
         os.replace(downloaded, path)
     return path
@@ -94,21 +95,22 @@ def load_cifar10(path: str, mode: str, transform: Any = None) -> Cifar10:
     A file that is not the CIFAR-10 python tarball fails with one clear line instead of a traceback.
     """
     if not os.path.isfile(path):
-        fail(f"CIFAR-10 not found at {path}: pass the tarball's location with --data")
+        raise DataError(f"CIFAR-10 not found at {path}")
     try:
         dataset = Cifar10(data_file=path, mode=mode, transform=transform, download=False, backend=IMAGE_BACKEND)
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, KeyError, AssertionError, ValueError,
             TypeError, AttributeError) as err:
-        fail(f"{path} is not a readable CIFAR-10 python tarball ({type(err).__name__}: {err}); "
-             f"download it again (md5 {CIFAR10_MD5})")
+        raise DataError(f"{path} is not a readable CIFAR-10 python tarball ({type(err).__name__}: {err}); "
+                        f"download it again (md5 {CIFAR10_MD5})") from err
     if len(dataset) == 0:
-        fail(f"{path} holds no CIFAR-10 {mode} batches (expected cifar-10-batches-py/"
-             f"{'data_batch_*' if mode == 'train' else 'test_batch'}); is it the python version of CIFAR-10?")
+        raise DataError(f"{path} holds no CIFAR-10 {mode} batches (expected cifar-10-batches-py/"
+                        f"{'data_batch_*' if mode == 'train' else 'test_batch'}); is it the python version of "
+                        "CIFAR-10?")
     bad = next((i for i, (pixels, label) in enumerate(dataset.data)
                 if np.size(pixels) != 3 * 32 * 32 or not 0 <= label < len(CIFAR10_CLASSES)), None)
     if bad is not None:
-        fail(f"{path}: {mode} sample {bad} is not a 3x32x32 image with a label in 0..9; "
-             "the file is not CIFAR-10 or is damaged")
+        raise DataError(f"{path}: {mode} sample {bad} is not a 3x32x32 image with a label in 0..9; "
+                        "the file is not CIFAR-10 or is damaged")
     return dataset
 
 
@@ -162,8 +164,8 @@ def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int,
     train = SeededAugment(load_cifar10(path, "train", build_train_transforms(image_size)), seed)
     val = load_cifar10(path, "test", build_test_transforms(image_size))
     if len(train) < batch_size * world_size:
-        fail(f"{path} has {len(train)} train images: fewer than one batch of {batch_size} per process; "
-             "lower --batch-size")
+        raise ConfigError(f"{path} has {len(train)} train images: fewer than one batch of {batch_size} per "
+                          "process; use a smaller batch")
     if world_size > 1:
         # every val image exactly once over the processes (DistributedBatchSampler would pad with repeats)
         val = paddle.io.Subset(val, list(range(rank, len(val), world_size)))

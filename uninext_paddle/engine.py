@@ -4,7 +4,8 @@ The notebook's numbers are kept: an epoch's loss is ``(sum of per-batch mean los
 and its accuracy is the mean of the per-batch ``paddle.metric.accuracy`` values (what
 ``paddle.metric.Accuracy.update(acc)`` + ``accumulate()`` computed on Paddle 2.x; on Paddle 3 that update
 crashes on the 0-d accuracy tensor, so the mean is taken here directly). The exact top-1 (correct / total)
-is reported alongside. In data-parallel runs every sum is reduced over the processes.
+is reported alongside. In data-parallel runs every sum is reduced over the processes, and the processes agree
+at every step on whether to stop (a signal, or a non-finite loss on any of them) before any of them updates.
 """
 from __future__ import annotations
 
@@ -19,19 +20,18 @@ import paddle
 from tqdm import tqdm
 
 from .device import all_reduce_sum, amp_context, world_size
+from .errors import DivergedError
 from .records import Records
+from .runlog import console_stderr
 
-__all__ = ["evaluate", "train_one_epoch", "EpochMeter", "NonFiniteLossError", "StopRequests"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+__all__ = ["evaluate", "train_one_epoch", "EpochMeter", "StopRequests", "nonfinite_parameters"]
 
 
 class StopRequests:
     """While active (``with StopRequests() as stop:``), SIGINT and SIGTERM only set ``stop.signum``, so the loop
-    can end at a batch boundary with a resumable checkpoint; a second signal raises ``KeyboardInterrupt`` at
-    once. The previous handlers are restored on exit."""
+    can end at a batch boundary with a resumable checkpoint. A second SIGINT (a person pressing Ctrl-C twice)
+    raises ``KeyboardInterrupt`` at once; repeated SIGTERMs do not, because ``paddle.distributed.launch`` forwards
+    one stop as three SIGTERMs 0.2 s apart. The previous handlers are restored on exit."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,9 +40,9 @@ class StopRequests:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
+        if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum = self.signum or signum
 
     def requested(self) -> bool:
         """Whether any process got a stop signal; every process must ask, all at the same batch (in
@@ -67,6 +67,7 @@ class EpochMeter:
     loss_sum: float = 0.0  # sum of batch mean losses
     acc_sum: float = 0.0  # sum of batch accuracies
     images: int = 0
+    skipped: int = 0  # fp16 steps the grad scaler skipped (inf/NaN gradients); the schedule stepped all the same
 
     def state_dict(self) -> dict[str, Any]:
         """The sums as a plain dict."""
@@ -75,6 +76,11 @@ class EpochMeter:
 
 def _batch_size_of(loader: paddle.io.DataLoader) -> int:
     return loader.batch_size or loader.batch_sampler.batch_size
+
+
+def nonfinite_parameters(model: paddle.nn.Layer) -> list[str]:
+    """Names of ``model``'s parameters holding NaN or infinite values (checked before weights are saved)."""
+    return [name for name, p in model.named_parameters() if not bool(paddle.isfinite(p).all())]
 
 
 @paddle.no_grad()
@@ -93,7 +99,8 @@ def evaluate(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: pa
     per_class_correct = np.zeros(num_classes, dtype=np.int64)
     per_class_total = np.zeros(num_classes, dtype=np.int64)
     start = time.perf_counter()
-    for x_data, y_data in tqdm(loader, desc="val", leave=False, disable=not progress, dynamic_ncols=True):
+    for x_data, y_data in tqdm(loader, desc="val", leave=False, disable=not progress, dynamic_ncols=True,
+                                 file=console_stderr()):
         labels = paddle.unsqueeze(y_data, axis=1)
         with amp_context(amp, device):
             logits = model(x_data)
@@ -121,20 +128,23 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
                     optimizer: paddle.optimizer.Optimizer, scheduler: paddle.optimizer.lr.LRScheduler,
                     records: Records, meter: EpochMeter, epoch: int, amp: str = "off", device: str = "cpu",
                     scaler: paddle.amp.GradScaler | None = None, log_interval: int = 10, progress: bool = False,
-                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+                    stop: StopRequests | None = None,
+                    after_step: Callable[[EpochMeter, float], None] | None = None) -> dict[str, Any] | None:
     """The notebook's training epoch, continuing from ``meter`` (batches already done are not in ``loader``).
 
-    Per batch: forward (under ``--amp``), the loss and ``paddle.metric.accuracy``, backward, optimizer step,
+    Per batch: forward (under ``amp``), the loss and ``paddle.metric.accuracy``, backward, optimizer step,
     ``scheduler.step()``; every ``log_interval``-th batch's loss goes to ``records`` (the notebook: every 10th).
-    Checks ``should_stop()`` after every step and returns None if it says so, with ``meter`` ready to be
-    checkpointed. Otherwise returns the epoch's "loss" and "acc" (the notebook's definitions, reduced over
-    processes), "images" and "seconds". Raises ``NonFiniteLossError`` before stepping on a NaN/inf loss.
+    Before the update the processes agree on whether any loss is NaN/inf (``DivergedError`` on all of them, the
+    weights untouched) or any process was asked to stop (``stop``): then it returns None after this batch's
+    update, with ``meter`` ready to be checkpointed (one all-reduce per step carries both). Otherwise returns the
+    epoch's "loss" and "acc" (the notebook's definitions, reduced over processes), "images", "seconds" and "skipped".
+    ``after_step(meter, seconds)`` is called after every update (seconds since this call began).
     """
     model.train()
     batch_size = _batch_size_of(loader)
     start, seen = time.perf_counter(), 0
     bar = tqdm(total=len(loader), initial=meter.step, desc=f"epoch {epoch}", leave=False,
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True, file=console_stderr())
     for x_data, y_data in loader:
         labels = paddle.unsqueeze(y_data, axis=1)
         with amp_context(amp, device):
@@ -142,8 +152,11 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
         logits = logits.astype("float32")
         loss = criterion(logits, y_data)
         loss_value = float(loss)
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"the training loss is {loss_value} at epoch {epoch}, batch {meter.step}")
+        stop_asked = stop is not None and stop.signum is not None
+        diverged, stopping = all_reduce_sum([not math.isfinite(loss_value), stop_asked])
+        if diverged:
+            what = f"{loss_value}" if not math.isfinite(loss_value) else "not finite on another process"
+            raise DivergedError(f"the training loss is {what} at epoch {epoch}, batch {meter.step}")
         acc = float(paddle.metric.accuracy(logits, labels))
         if meter.step % log_interval == 0:
             records.add_train_loss(loss_value)
@@ -153,6 +166,7 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
         else:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
+            meter.skipped += bool(scaler._found_inf)  # the documented GradScaler keeps no public flag for it
             scaler.update()
         scheduler.step()
         optimizer.clear_grad()
@@ -167,10 +181,13 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
             bar.set_postfix(loss=f"{meter.loss_sum / meter.step:.4f}", acc=f"{meter.acc_sum / meter.step:.4f}",
                             lr=f"{optimizer.get_lr():.3e}",
                             img_s=f"{seen * world_size() / (time.perf_counter() - start):.1f}")
-        if should_stop():
+        if after_step is not None:
+            after_step(meter, time.perf_counter() - start)
+        if stopping:
             bar.close()
             return None
     bar.close()
-    loss_sum, acc_sum, batches, images = all_reduce_sum([meter.loss_sum, meter.acc_sum, meter.step, meter.images])
+    loss_sum, acc_sum, batches, images, skipped = all_reduce_sum(
+        [meter.loss_sum, meter.acc_sum, meter.step, meter.images, meter.skipped])
     return {"loss": loss_sum / max(images, 1) * batch_size, "acc": acc_sum / max(batches, 1),
-            "images": int(images), "seconds": time.perf_counter() - start}
+            "images": int(images), "seconds": time.perf_counter() - start, "skipped": int(skipped)}

@@ -12,8 +12,8 @@ import numpy as np
 import paddle
 from matplotlib.figure import Figure
 
-from .cli import fail
 from .data import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from .errors import WriteError
 
 __all__ = ["plot_learning_curve", "show_images", "get_cifar10_labels", "denormalize", "save_figure"]
 
@@ -73,11 +73,11 @@ def show_images(imgs: Sequence[np.ndarray], num_rows: int, num_cols: int, pred: 
 
 
 def save_figure(fig: Figure, path: str) -> str:
-    """Write ``fig`` to ``path`` as a PNG (creating its folder); an unwritable place fails with one line."""
+    """Write ``fig`` to ``path`` as a PNG (creating its folder); an unwritable place raises ``WriteError``."""
     try:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fig.savefig(path, format="png", bbox_inches="tight")
     except OSError as err:
-        fail(f"cannot write {path}: {err.strerror or err}")
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from err
     return path

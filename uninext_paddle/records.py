@@ -17,8 +17,8 @@ import json
 import os
 from typing import Any
 
-from .checkpoint import atomic_write_json
-from .cli import fail
+from .errors import DataError
+from .fileio import atomic_write_json
 
 __all__ = ["Records", "HISTORY_FILE", "load_history"]
 
@@ -80,12 +80,12 @@ class Records:
 def load_history(path: str) -> dict[str, Any]:
     """The notebook's ``loss_record`` and ``acc_record`` from ``path``, checked to be plottable."""
     if not os.path.isfile(path):
-        fail(f"history not found: {path} (train.py writes it next to the checkpoints)")
+        raise DataError(f"history not found: {path} (train.py writes it next to the checkpoints)")
     try:
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        fail(f"history {path} is not readable JSON ({type(err).__name__}: {err})")
+        raise DataError(f"history {path} is not readable JSON ({type(err).__name__}: {err})") from err
     for record, metric in (("loss_record", "loss"), ("acc_record", "acc")):
         for split in ("train", "val"):
             try:
@@ -93,8 +93,8 @@ def load_history(path: str) -> dict[str, Any]:
             except (KeyError, TypeError, IndexError):
                 values = steps = None
             if not (isinstance(values, list) and isinstance(steps, list) and values and len(values) == len(steps)):
-                fail(f"history {path} has no plottable {record}['{split}']: expected equally long, non-empty "
-                     f"'{metric}' and 'iter' lists")
+                raise DataError(f"history {path} has no plottable {record}['{split}']: expected equally long, "
+                                f"non-empty '{metric}' and 'iter' lists")
             if not all(isinstance(v, (int, float)) for v in values + steps):
-                fail(f"history {path}: {record}['{split}'] holds values that are not numbers")
+                raise DataError(f"history {path}: {record}['{split}'] holds values that are not numbers")
     return history

@@ -27,10 +27,10 @@ from paddle import nn
 def extract(seed_text: str) -> str:
     """Return the notebook's code from the label-smoothing cell up to the model summary cell."""
     lines = seed_text.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("2.3.1 "))
-    end = next(i for i, l in enumerate(lines) if l.startswith("2.3.4 "))
+    start = next(i for i, line in enumerate(lines) if line.startswith("2.3.1 "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("2.3.4 "))
     # Section headings ("2.3.2 DropPath") are prose between cells, not code.
-    code = [l for l in lines[start + 1:end] if not l.startswith("2.3.")]
+    code = [line for line in lines[start + 1:end] if not line.startswith("2.3.")]
     return HEADER + "\n".join(code) + "\n"
 
 
