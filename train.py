@@ -33,8 +33,8 @@ from uninext_paddle.checkpoint import BEST_MODEL, BEST_OPTIMIZER, FINAL_MODEL, F
 from uninext_paddle.cli import (ArgumentParser, about, add_data_flags, add_device_flag, add_progress_flag,
                                 check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import build_loaders, ensure_cifar10, start_train_epoch
-from uninext_paddle.device import (AMP_MODES, init_distributed, is_main_process, make_grad_scaler, rank,
-                                   select_device, world_size)
+from uninext_paddle.device import (AMP_MODES, cpu_build_on_gpu_machine_note, init_distributed, is_main_process,
+                                   make_grad_scaler, rank, select_device, world_size)
 from uninext_paddle.engine import EpochMeter, StopRequests, evaluate, nonfinite_parameters, train_one_epoch
 from uninext_paddle.errors import DivergedError, UninextError
 from uninext_paddle.fileio import atomic_save
@@ -141,18 +141,22 @@ def main(argv: list[str] | None = None) -> None:
     # setup: device (and on the CPU this process's settings), processes, output folder, log file
     with about("--device"):
         device = select_device(args.device)
+    gpu_note = cpu_build_on_gpu_machine_note()
     cpu_settings = None
     if device == "cpu":
         cpu_settings = "; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"
     with about("--amp"):
         amp_scaler = make_grad_scaler(args.amp, device)  # also rejects fp16/bf16 where they cannot run
-    init_distributed()
+    with about("--device"):
+        init_distributed(device)
     config["world_size"] = world_size()
     if not is_main_process():
         run_explained(args, config, device, amp_scaler)
         return
     check_writable(args.work_dir, "--work-dir")
     with tee_to_file(os.path.join(args.work_dir, LOG_FILE)) as log:
+        if gpu_note:
+            print(f"note: {gpu_note}", file=sys.stderr)
         if cpu_settings is not None:
             print(f"CPU settings: {cpu_settings}")
         try:

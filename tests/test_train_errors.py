@@ -5,6 +5,7 @@ the real script to check the line itself. Nothing here downloads: the downloader
 """
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from pathlib import Path
@@ -101,8 +102,44 @@ def test_nan_loss_stops_and_leaves_the_checkpoints_alone(data, tmp_path, monkeyp
     (work / "last.pdckpt").write_bytes(b"the previous good checkpoint")
     with pytest.raises(UninextError, match="the training loss is nan at epoch 0, batch 0: stopping"):
         train.main(["--data", str(data), "--work-dir", str(work), *FAST])
-    assert sorted(p.name for p in work.iterdir()) == ["last.pdckpt"]
+    assert sorted(p.name for p in work.iterdir()) == ["last.pdckpt", "train.log"]
     assert (work / "last.pdckpt").read_bytes() == b"the previous good checkpoint"
+    assert (work / "train.log").read_text().splitlines()[-1].startswith("error: the training loss is nan")
+
+
+def test_a_diverging_run_stops_before_saving_anything(tmp_path):
+    """One step per epoch at lr 1e30: the weights stay finite (~1e30) and the training loss of the step before the
+    update was fine, but the validation pass overflows. Nothing may be saved from that state."""
+    data = make_cifar_tarball(tmp_path / "one_batch.tar.gz", train_per_class=1, test_per_class=1)
+    work = tmp_path / "w"
+    with pytest.raises(UninextError, match="the validation loss is nan after epoch 0: stopping"):
+        train.main(["--data", str(data), "--work-dir", str(work), *FAST, "--lr", "1e30"])
+    assert sorted(p.name for p in work.iterdir()) == ["train.log"]
+
+
+def test_a_full_disk_at_a_save_is_one_line_and_loses_nothing(data, tmp_path, monkeypatch):
+    work = tmp_path / "w"
+    real_save = paddle.save
+
+    def disk_fills_at_last_checkpoint(obj, path, **kwargs):
+        if ".last.pdckpt." in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path, **kwargs)
+
+    monkeypatch.setattr(paddle, "save", disk_fills_at_last_checkpoint)
+    with pytest.raises(UninextError, match=f"cannot write {work / 'last.pdckpt'}: No space left on device"):
+        train.main(["--data", str(data), "--work-dir", str(work), *FAST])
+    assert sorted(p.name for p in work.iterdir()) == ["best_model.pdparams", "best_optimizer.pdopt", "history.json",
+                                                      "train.log"]
+    assert "head.weight" in paddle.load(str(work / "best_model.pdparams"))
+
+
+def test_a_slow_cpu_epoch_gets_a_note_with_the_practical_alternative(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "SLOW_EPOCH_SECONDS", 0)
+    train.main(["--data", str(data), "--work-dir", str(tmp_path / "w"), *FAST, "--batch-size", "4"])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: on the CPU")]
+    assert len(notes) == 1 and "one epoch of 5 batches will take about" in notes[0]
+    assert "--image-size 32 is about" not in notes[0]  # the run is already at 16x16
 
 
 @pytest.mark.parametrize("case", ["variant", "offline"])
@@ -110,7 +147,8 @@ def test_the_script_prints_one_line_and_no_traceback(case, tmp_path):
     if case == "variant":
         command = [str(ROOT / "train.py"), "--variant", "X"]
     else:  # the real script, its downloader made to fail: no network access is attempted
-        command = ["-c", "import runpy, sys, uninext_paddle, paddle.utils.download as d\n"
+        command = ["-c", "import warnings; warnings.filterwarnings('ignore', message='No ccache found')\n"
+                   "import runpy, sys, paddle.utils.download as d\n"
                    "def no_network(*a, **k): raise ConnectionError('network is unreachable')\n"
                    "d.get_path_from_url = no_network\n"
                    f"sys.argv = ['train.py', '--data', {str(tmp_path / 'c.tar.gz')!r}, '--work-dir', "

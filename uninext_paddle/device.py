@@ -89,7 +89,8 @@ def _check_amp(amp: str, device: str) -> None:
             raise DeviceError(f"mixed precision {amp} needs a GPU of compute capability "
                               f"{_AMP_MIN_CAPABILITY[amp]}.0 or newer, and {device} "
                               f"({paddle.device.cuda.get_device_name(device)}) is {major}.{minor}: Paddle "
-                              f"{paddle.__version__}'s autocast would run float32 there; use off")
+                              f"{paddle.__version__}'s autocast would run float32 there; use "
+                              f"{'fp16 or off' if major >= _AMP_MIN_CAPABILITY['fp16'] else 'off'}")
 
 
 def amp_context(amp: str, device: str) -> ContextManager:
