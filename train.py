@@ -29,16 +29,22 @@ import numpy as np
 import paddle
 
 from uninext_paddle import LabelSmoothingCrossEntropy, create_model
-from uninext_paddle.checkpoint import BEST_MODEL, BEST_OPTIMIZER, FINAL_MODEL, FINAL_OPTIMIZER, load_weights
+from uninext_paddle.checkpoint import (BEST_MODEL, BEST_MODEL_EMA, BEST_OPTIMIZER, FINAL_MODEL, FINAL_OPTIMIZER,
+                                       load_weights)
+from uninext_paddle.config_file import apply_config, check_recipe
 from uninext_paddle.cli import (ArgumentParser, about, add_data_flags, add_device_flag, add_progress_flag,
                                 check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import build_loaders, ensure_cifar10, start_train_epoch
 from uninext_paddle.device import (AMP_MODES, cpu_build_on_gpu_machine_note, init_distributed, is_main_process,
                                    make_grad_scaler, rank, select_device, world_size)
 from uninext_paddle.engine import EpochMeter, StopRequests, evaluate, nonfinite_parameters, train_one_epoch
+from uninext_paddle.ema import ModelEma
 from uninext_paddle.errors import DivergedError, UninextError
 from uninext_paddle.fileio import atomic_save
+from uninext_paddle.loss import SoftTargetCrossEntropy
+from uninext_paddle.mixing import MixupCutmix
 from uninext_paddle.model import VARIANTS
+from uninext_paddle.optim import OPTIMIZERS, build_optimizer, build_scheduler
 from uninext_paddle.records import HISTORY_FILE, Records
 from uninext_paddle.runlog import tee_to_file
 from uninext_paddle.runtime import tune_cpu_runtime
@@ -74,6 +80,28 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"continue from PATH (default: WORK_DIR/{LAST_CHECKPOINT})")
     p.add_argument("--visualdl", default=None, metavar="DIR", help="also log scalars for VisualDL to DIR")
     add_progress_flag(p)
+    recipe = p.add_argument_group("recipe options beyond the notebook (their defaults are its run)")
+    recipe.add_argument("--config", default=None, metavar="FILE",
+                        help="JSON/YAML recipe whose keys are these flags' names; flags given here win")
+    recipe.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                        help="adam: the notebook's (L2 decay); adamw: decoupled decay, none on norms and biases")
+    recipe.add_argument("--warmup-epochs", type=int, default=0, help="linear warmup from 0 into the cosine")
+    recipe.add_argument("--min-lr", type=float, default=0.0, help="floor of the cosine (eta_min)")
+    recipe.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                        help="clip the gradients to this global L2 norm")
+    recipe.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="Mixup Beta(alpha, alpha); 0: off")
+    recipe.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                        help="CutMix Beta(alpha, alpha); 0: off")
+    recipe.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed")
+    recipe.add_argument("--mix-switch-prob", type=float, default=0.5,
+                        help="CutMix rather than Mixup when both are on")
+    recipe.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="also keep an EMA of the weights, e.g. 0.9998; best_model_ema.pdparams")
+    recipe.add_argument("--ema-warmup", action="store_true", help="EMA decay min(DECAY, (1 + n) / (10 + n))")
+    recipe.add_argument("--accum-steps", type=int, default=1, metavar="K",
+                        help="split each batch into K micro-batches (the same update, a K-th of the memory)")
+    recipe.add_argument("--paper-stage3-heads", action="store_true",
+                        help="stage 3 with heads[2]/ws[2] as in the paper (the notebook uses stage 2's)")
     return p
 
 
@@ -86,6 +114,13 @@ def check_args(args: argparse.Namespace) -> None:
         fail("--weight-decay and --num-workers must not be negative")
     if not 0 <= args.smoothing < 1 or not 0 <= args.drop_path_rate < 1:
         fail("--smoothing and --drop-path-rate must be in [0, 1)")
+    with about("recipe"):
+        check_recipe(lr=args.lr, epochs=args.epochs, weight_decay=args.weight_decay, optimizer=args.optimizer,
+                     warmup_epochs=args.warmup_epochs, min_lr=args.min_lr, clip_grad=args.clip_grad,
+                     mixup=args.mixup, cutmix=args.cutmix, mix_prob=args.mix_prob,
+                     mix_switch_prob=args.mix_switch_prob, ema=args.ema, accum_steps=args.accum_steps)
+    if args.batch_size % args.accum_steps:
+        fail(f"--accum-steps {args.accum_steps} does not divide --batch-size {args.batch_size}")
 
 
 def load_resume_state(path: str, variant: str, processes: int) -> TrainingState:
@@ -103,12 +138,14 @@ def load_resume_state(path: str, variant: str, processes: int) -> TrainingState:
     return state
 
 
-def gather_rng() -> list[dict]:
-    """Every process's random generators, indexed by rank (a collective call: all processes make it)."""
+def gather_rng(mixer: MixupCutmix | None) -> list[dict]:
+    """Every process's random generators (the mixer's too), indexed by rank (a collective call: all processes
+    make it)."""
+    mine = {**capture_rng(), "mixing": None if mixer is None else mixer.get_state()}
     if world_size() == 1:
-        return [capture_rng()]
+        return [mine]
     states: list[dict] = []
-    paddle.distributed.all_gather_object(states, capture_rng())
+    paddle.distributed.all_gather_object(states, mine)
     return states
 
 
@@ -133,7 +170,8 @@ class CpuSpeedNote:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+    with about("--config"):
+        args = apply_config(get_args_parser(), argv)
     check_args(args)
     config = vars(args).copy()
 
@@ -202,16 +240,20 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
 
     # ------------------------------------------------------------------------------------------------------
     # model, loss, schedule, optimizer (section 2.4), from scratch or resumed
-    model = create_model(args.variant, num_classes=10, drop_path_rate=args.drop_path_rate)
+    model = create_model(args.variant, num_classes=10, drop_path_rate=args.drop_path_rate,
+                         paper_stage3_heads=args.paper_stage3_heads)
     if rank() > 0:  # every process its own drop-path masks; rank 0 keeps the single-process stream
         paddle.seed(args.seed + rank())
     criterion = LabelSmoothingCrossEntropy(args.smoothing)
-    # the notebook's T_max = 50000 // batch_size * n_epochs: every scheduler step of the run
-    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=args.lr,
-                                                         T_max=len(train_loader) * args.epochs, verbose=False)
-    optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=scheduler,
-                                      weight_decay=args.weight_decay)
-    records, best_acc, start_epoch, meter = Records(), 0.0, 0, EpochMeter()
+    # the notebook's CosineAnnealingDecay(lr, T_max = 50000 // batch_size * n_epochs) and Adam unless asked
+    scheduler = build_scheduler(args.lr, len(train_loader), args.epochs, args.warmup_epochs, args.min_lr)
+    optimizer = build_optimizer(args.optimizer, model, scheduler, args.weight_decay, args.clip_grad)
+    mixer = MixupCutmix(args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob, num_classes=10,
+                        seed=args.seed + rank())
+    mixer = mixer if mixer.enabled else None
+    if mixer is not None and main_process:
+        print("note: under Mixup/CutMix the train accuracy counts each image's dominant label")
+    records, best_acc, best_ema_acc, start_epoch, meter = Records(), 0.0, 0.0, 0, EpochMeter()
     if state is not None:
         with about("--resume"):
             load_weights(model, state.model, resume_path, args.variant)
@@ -220,8 +262,11 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
         if amp_scaler is not None and state.scaler:
             amp_scaler.load_state_dict(state.scaler)
         records, best_acc = Records(state.records), state.best_acc
+        best_ema_acc = float(state.extras.get("best_ema_acc", 0.0))
         start_epoch, meter = state.epoch, EpochMeter(**state.meter)
         not_restored = restore_rng(state.rng[rank()])
+        if mixer is not None and state.rng[rank()].get("mixing"):
+            mixer.set_state(state.rng[rank()]["mixing"])
         changed = [f"--{k.replace('_', '-')} {state.config.get(k)} -> {config[k]}" for k in _REPORTED_CHANGES
                    if state.config.get(k, config[k]) != config[k]]
         if main_process:
@@ -229,19 +274,24 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
                   + (f" (changed: {', '.join(changed)}; the run will not repeat the original)" if changed else ""))
         if not_restored:
             print(f"note: process {rank()}: {not_restored}", file=sys.stderr)
-        del state  # its arrays are host copies of everything; the run does not need them again
+    ema = ModelEma(model, args.ema, args.ema_warmup) if args.ema is not None else None
+    if ema is not None and state is not None and state.extras.get("ema"):
+        with about("--resume"):
+            ema.set_state_dict(state.extras["ema"])
+    del state  # its arrays are host copies of everything; the run does not need them again
     net = model  # the bare model, whose state_dict keys are the notebook's
     if world_size() > 1:
         model = paddle.DataParallel(model)
 
     def save_state(epoch: int, meter: EpochMeter) -> None:
-        rng = gather_rng()  # collective: every process calls save_state
+        rng = gather_rng(mixer)  # collective: every process calls save_state
         if main_process:
             check_finite(net, f"epoch {epoch}, batch {meter.step}")
+            extras = {} if ema is None else {"ema": ema.state_dict(), "best_ema_acc": best_ema_acc}
             TrainingState(model=net.state_dict(), optimizer=optimizer.state_dict(),
                           scheduler=scheduler.state_dict(), scaler=amp_scaler.state_dict() if amp_scaler else None,
                           epoch=epoch, meter=meter.state_dict(), best_acc=best_acc, records=records.state_dict(),
-                          rng=rng, config=config).save(path(LAST_CHECKPOINT))
+                          rng=rng, config=config, extras=extras).save(path(LAST_CHECKPOINT))
 
     def stop_now(epoch: int, meter: EpochMeter, signum: int | None) -> None:
         """Save where we are and exit like a process killed by ``signum`` would (128 + signum)."""
@@ -259,6 +309,12 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     progress = main_process and progress_wanted(args.progress)
     speed_note = CpuSpeedNote(len(train_loader), args.image_size) if device == "cpu" and main_process else None
 
+    def after_step(meter: EpochMeter, seconds: float) -> None:
+        if ema is not None:
+            ema.update(net)
+        if speed_note is not None:
+            speed_note(meter, seconds)
+
     # ------------------------------------------------------------------------------------------------------
     # the loop: train, validate, save, as in the notebook; plus history.json and last.pdckpt every epoch
     with StopRequests() as stop:  # Ctrl-C/SIGTERM: stop after the current batch, resumable
@@ -269,7 +325,9 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
             first_record = records.loss_iter
             train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter, epoch,
                                     amp=args.amp, device=device, scaler=amp_scaler, log_interval=args.log_interval,
-                                    progress=progress, stop=stop, after_step=speed_note)
+                                    progress=progress, stop=stop, after_step=after_step, mixer=mixer,
+                                    soft_criterion=SoftTargetCrossEntropy(args.smoothing),
+                                    accum_steps=args.accum_steps)
             if train is None:
                 stop_now(epoch, meter, stop.signum)
             check_finite(net, f"epoch {epoch}, batch {meter.step - 1}")
@@ -287,20 +345,35 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
                 print("#===epoch: {}, val loss is: {}, val acc is: {:2.2f}%===#".format(
                     epoch, val["loss"], val["acc"] * 100))
 
+            ema_val = None
+            if ema is not None:
+                ema_val = evaluate(ema.module, val_loader, criterion, amp=args.amp, device=device,
+                                   progress=progress, batch_size=args.batch_size)
+                if main_process:
+                    print("#===epoch: {}, ema val loss is: {}, ema val acc is: {:2.2f}%===#".format(
+                        epoch, ema_val["loss"], ema_val["acc"] * 100))
             improved = val["acc"] > best_acc
             if improved:
                 best_acc = val["acc"]
+            ema_improved = ema_val is not None and math.isfinite(ema_val["loss"]) and ema_val["acc"] > best_ema_acc
+            if ema_improved:
+                best_ema_acc = ema_val["acc"]
             records.add_epoch({"epoch": epoch, "lr": optimizer.get_lr(), "train_loss": train["loss"],
                                "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
                                "val_top1": val["top1"], "best_acc": best_acc, "train_images": train["images"],
                                "val_images": val["images"], "train_seconds": train["seconds"],
-                               "val_seconds": val["seconds"], "skipped_steps": train["skipped"]})
+                               "val_seconds": val["seconds"], "skipped_steps": train["skipped"],
+                               **({} if ema_val is None else {"ema_val_loss": ema_val["loss"],
+                                                              "ema_val_acc": ema_val["acc"],
+                                                              "best_ema_acc": best_ema_acc})})
             meter = EpochMeter()
             if main_process:
                 if improved:
                     atomic_save(net.state_dict(), path(BEST_MODEL))
                     atomic_save(optimizer.state_dict(), path(BEST_OPTIMIZER))
-                records.save(path(HISTORY_FILE))
+                if ema_improved:
+                    atomic_save(ema.module.state_dict(), path(BEST_MODEL_EMA))
+                records.save(path(HISTORY_FILE), config=config)
             save_state(epoch + 1, meter)
             if visualdl is not None:
                 log_scalars(visualdl, records, first_record, epoch, train, val, optimizer.get_lr())

@@ -8,7 +8,8 @@ import pytest
 from paddle import nn
 
 import uninext_paddle as up
-from tests.conftest import TINY, build_pair, rel_err
+from tests.conftest import TINY, rel_err
+from tests.notebook_init import build_pair
 from uninext_paddle import fastpath
 
 

@@ -14,11 +14,12 @@ from .errors import CheckpointError
 from .fileio import load_paddle_file
 from .model import VARIANTS, UniNeXt, create_model
 
-__all__ = ["BEST_MODEL", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "model_state_of", "infer_variant",
-           "check_state_dict", "load_weights", "load_model"]
+__all__ = ["BEST_MODEL", "BEST_MODEL_EMA", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "model_state_of",
+           "infer_variant", "check_state_dict", "load_weights", "load_model"]
 
 # The notebook's file names (written by train.py into its work folder).
 BEST_MODEL, BEST_OPTIMIZER = "best_model.pdparams", "best_optimizer.pdopt"
+BEST_MODEL_EMA = "best_model_ema.pdparams"  # with --ema: the best EMA of the weights, in the same format
 FINAL_MODEL, FINAL_OPTIMIZER = "final_model.pdparams", "final_optimizer.pdopt"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from .device import all_reduce_sum, amp_context, world_size
 from .errors import DivergedError
+from .mixing import MixupCutmix
 from .records import Records
 from .runlog import console_stderr
 
@@ -124,12 +126,29 @@ def evaluate(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: pa
             "images": total, "seconds": seconds}
 
 
+def _forward_backward(model: paddle.nn.Layer, x: paddle.Tensor, labels: paddle.Tensor, target: paddle.Tensor,
+                      criterion: paddle.nn.Layer, amp: str, device: str, scaler: paddle.amp.GradScaler | None,
+                      scale: float) -> tuple[float, float]:
+    """One forward and backward pass (gradients accumulate); (loss, accuracy) of the batch. ``scale`` weighs
+    the loss of one of several micro-batches (1: the notebook's single pass, bitwise)."""
+    with amp_context(amp, device):
+        logits = model(x)
+    logits = logits.astype("float32")
+    loss = criterion(logits, target)
+    acc = float(paddle.metric.accuracy(logits, labels.reshape([-1, 1])))
+    scaled = loss if scale == 1 else loss * scale
+    (scaled if scaler is None else scaler.scale(scaled)).backward()
+    return float(loss), acc
+
+
 def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: paddle.nn.Layer,
                     optimizer: paddle.optimizer.Optimizer, scheduler: paddle.optimizer.lr.LRScheduler,
                     records: Records, meter: EpochMeter, epoch: int, amp: str = "off", device: str = "cpu",
                     scaler: paddle.amp.GradScaler | None = None, log_interval: int = 10, progress: bool = False,
                     stop: StopRequests | None = None,
-                    after_step: Callable[[EpochMeter, float], None] | None = None) -> dict[str, Any] | None:
+                    after_step: Callable[[EpochMeter, float], None] | None = None,
+                    mixer: MixupCutmix | None = None, soft_criterion: paddle.nn.Layer | None = None,
+                    accum_steps: int = 1) -> dict[str, Any] | None:
     """The notebook's training epoch, continuing from ``meter`` (batches already done are not in ``loader``).
 
     Per batch: forward (under ``amp``), the loss and ``paddle.metric.accuracy``, backward, optimizer step,
@@ -137,8 +156,13 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
     Before the update the processes agree on whether any loss is NaN/inf (``DivergedError`` on all of them, the
     weights untouched) or any process was asked to stop (``stop``): then it returns None after this batch's
     update, with ``meter`` ready to be checkpointed (one all-reduce per step carries both). Otherwise returns the
-    epoch's "loss" and "acc" (the notebook's definitions, reduced over processes), "images", "seconds" and "skipped".
-    ``after_step(meter, seconds)`` is called after every update (seconds since this call began).
+    epoch's "loss" and "acc" (the notebook's definitions, reduced over processes), "images", "seconds" and
+    "skipped". ``after_step(meter, seconds)`` is called after every update (seconds since this call began).
+
+    Options beyond the notebook (their defaults give its step): ``mixer`` mixes each batch (Mixup/CutMix), which is
+    then trained against soft targets with ``soft_criterion`` and scored against each image's dominant label;
+    ``accum_steps`` splits each batch into that many equal micro-batches whose gradients add up to the batch's
+    (one update per batch: the same update up to float rounding, in a fraction of the memory).
     """
     model.train()
     batch_size = _batch_size_of(loader)
@@ -146,25 +170,31 @@ def train_one_epoch(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criter
     bar = tqdm(total=len(loader), initial=meter.step, desc=f"epoch {epoch}", leave=False,
                disable=not progress, dynamic_ncols=True, file=console_stderr())
     for x_data, y_data in loader:
-        labels = paddle.unsqueeze(y_data, axis=1)
-        with amp_context(amp, device):
-            logits = model(x_data)
-        logits = logits.astype("float32")
-        loss = criterion(logits, y_data)
-        loss_value = float(loss)
+        labels, target, loss_fn = y_data, y_data, criterion
+        if mixer is not None:
+            x_data, mixed = mixer(x_data, y_data)
+            labels, target, loss_fn = mixed.dominant, mixed.soft, soft_criterion
+        loss_value = acc = 0.0
+        parts = ([paddle.split(t, accum_steps) for t in (x_data, labels, target)] if accum_steps > 1
+                 else [[x_data], [labels], [target]])
+        for i, (x, y, t) in enumerate(zip(*parts)):
+            # data parallel: gradients are all-reduced once per batch, in the last micro-batch's backward
+            last = i == accum_steps - 1
+            with nullcontext() if last or not isinstance(model, paddle.DataParallel) else model.no_sync():
+                chunk_loss, chunk_acc = _forward_backward(model, x, y, t, loss_fn, amp, device, scaler,
+                                                          1 / accum_steps)
+            loss_value += chunk_loss / accum_steps
+            acc += chunk_acc / accum_steps
         stop_asked = stop is not None and stop.signum is not None
         diverged, stopping = all_reduce_sum([not math.isfinite(loss_value), stop_asked])
         if diverged:
             what = f"{loss_value}" if not math.isfinite(loss_value) else "not finite on another process"
             raise DivergedError(f"the training loss is {what} at epoch {epoch}, batch {meter.step}")
-        acc = float(paddle.metric.accuracy(logits, labels))
         if meter.step % log_interval == 0:
             records.add_train_loss(loss_value)
         if scaler is None:
-            loss.backward()
             optimizer.step()
         else:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             meter.skipped += bool(scaler._found_inf)  # the documented GradScaler keeps no public flag for it
             scaler.update()

@@ -1,14 +1,14 @@
 """A faster CPU formulation of UniNeXt's small-map depthwise convs, chosen by device in one place
-(``use_fastpath``).
+(``use_fastpath``), and conv biases added channels-last.
 
-Paddle's CPU ``depthwise_conv2d`` (im2col + one tiny GEMM per image and channel) has a large fixed cost
-per call and per channel: a [64, 1024, 1, 1] input (exactly ``x * w[:, :, 1, 1] + b``) takes tens of
-milliseconds, and its backward several times that. Every block runs three of them (LePE, HdC, PC), and
-at 32x32 input the stages run on 8x8, 4x4, 2x2 and 1x1 maps. ``depthwise3x3`` runs a 3x3/stride-1/pad-1
-depthwise conv on such a small map (``matmul_form``) as one batched matmul with a per-channel [tokens, tokens]
-matrix built from the 3x3 weights, in the token layout (so the token<->image transposes disappear too): the same
-products, summed in another order at most (float rounding; tests/test_fastpath.py). On other devices
-(GPU: cuDNN) and on larger maps Paddle's conv is used unchanged.
+Paddle's CPU ``depthwise_conv2d`` (im2col + one tiny GEMM per image and channel) has a large fixed cost per
+call and per channel, which dominates on small maps; every block runs three such convs (LePE, HdC, PC), and at
+32x32 input the stages run on 8x8, 4x4, 2x2 and 1x1 maps. ``depthwise3x3`` runs a 3x3/stride-1/pad-1 depthwise
+conv on such a small map (``matmul_form``) as one batched matmul with a per-channel [tokens, tokens] matrix
+built from the 3x3 weights, in the token layout (so the token<->image transposes disappear too): the same
+products, summed in another order at most (float rounding; tests/test_fastpath.py). On other devices (GPU:
+cuDNN) and on larger maps Paddle's conv is used unchanged. Measurements: BENCHMARKS.md, "Why the fast paths
+exist".
 """
 from __future__ import annotations
 
@@ -28,12 +28,9 @@ __all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channe
 FASTPATHS: dict[str, bool] = {"small_map_dwconv": True}
 
 # Which maps ``depthwise3x3`` runs as a matmul: up to SMALL_MAP_TOKENS tokens always, up to MEDIUM_MAP_TOKENS
-# from a batch of MEDIUM_MAP_MIN_BATCH. Measured on 2 CPU cores (ms forward / forward+backward, the scripts' CPU
-# runtime): batch 64, 2x2 C=1024: 3.8 / 12 against Paddle's 75 / 223; 4x4 C=512: 6 / 21 against 6 / 28;
-# 8x8 C=256: 16 / 75 against 38 / 113; 7x7 C=2048: 106 / 488 against 279 / 888; but batch 8, 7x7 C=512:
-# 13 / 65 against 10 / 26 and batch 16, 8x8 C=256: 9 / 52 against 9 / 26. The [C, N, N] @ [C, N, batch]
-# product does N times the conv's multiplications (zeros included); it pays off where Paddle's per-image,
-# per-channel kernel calls dominate: small maps, large batches.
+# from a batch of MEDIUM_MAP_MIN_BATCH. The [C, N, N] @ [C, N, batch] product does N times the conv's
+# multiplications (zeros included), so it pays off only where Paddle's per-image, per-channel kernel calls
+# dominate: small maps, large batches (measured on 2 CPU cores, may change with Paddle or the CPU).
 SMALL_MAP_TOKENS = 16
 MEDIUM_MAP_TOKENS = 64
 MEDIUM_MAP_MIN_BATCH = 64
@@ -88,7 +85,7 @@ def watched(layer: nn.Layer) -> bool:
 
 def matmul_form(H: int, W: int, batch: int) -> bool:
     """Whether ``depthwise3x3`` computes an H x W map of ``batch`` images (-1: unknown, while tracing) as a
-    matmul on the CPU (see the measurements above)."""
+    matmul on the CPU (see the thresholds above)."""
     return H * W <= SMALL_MAP_TOKENS or (H * W <= MEDIUM_MAP_TOKENS and batch >= MEDIUM_MAP_MIN_BATCH)
 
 
@@ -116,11 +113,11 @@ def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Te
 
 def conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
     """``conv`` (NCHW, zero padding) on ``image``, returned channels-last [B, H', W', C'] with the bias added in
-    that layout: Paddle adds a conv's bias as a [1, C, 1, 1] broadcast over NCHW, which its CPU kernel does
-    element by element (60 ms for an [8, 256, 56, 56] map at 224), against 5 ms over the last axis. Each output
-    is the same conv sum plus the same bias, so the numbers are bitwise those of ``conv(image)``, transposed.
-    Used on every device: the transposed layout is what the model consumes next anyway. A ``watched`` layer is
-    called as a layer instead, so its hooks see the call."""
+    that layout, because Paddle adds a conv's bias as a [1, C, 1, 1] broadcast over NCHW, which its CPU kernel
+    does element by element, about 10x slower than over the last axis. Each output is the same conv sum plus the
+    same bias, so the numbers are bitwise those of ``conv(image)``, transposed. Used on every device: the
+    transposed layout is what the model consumes next anyway. A ``watched`` layer is called as a layer instead,
+    so its hooks see the call."""
     if watched(conv):
         return conv(image).transpose([0, 2, 3, 1])
     out = F.conv2d(image, conv.weight, None, stride=conv._stride, padding=conv._padding, dilation=conv._dilation,

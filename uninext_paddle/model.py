@@ -6,19 +6,21 @@ of the local-window-attention variant, kept faithful to it:
 
 - Layer and attribute names are the notebook's, so ``state_dict`` keys and shapes are identical and a
   ``best_model.pdparams`` saved by the notebook loads here (and the reverse).
-- Layers are created and initialised in the notebook's order, so ``paddle.seed(s)`` gives the same
-  initial weights; the same weights give the same logits.
+- Layers are created and initialised in the notebook's order, with its initialisers as its Paddle 2.x drew
+  them (``trunc_normal_``), so ``paddle.seed(s)`` gives the initial weights of the notebook's code; the same
+  weights give the same logits.
 - Its quirks stay by default (see README, fidelity notes): stage 3 reads ``heads[1]``/``ws[1]``
   (``paper_stage3_heads=True`` uses ``heads[2]``/``ws[2]``), ``Mlp`` adds a LayerNorm+GELU branch,
   the ``qkv`` Linear has a bias, and ``Merge_Block`` recovers the map side as ``sqrt(tokens)``, so the
   model takes square images only (``non_square=True`` tracks height and width instead).
 
-What differs is only how the tensors are moved: q, k and v are each windowed in one transpose, on maps
-that pad to a single window only the map's own query rows are computed (the padded ones were cropped
-away), reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with
-a dynamic batch), the map sizes come from the convolutions' real outputs rather than ``H // 2**k``, and
-on CPU the depthwise convs of small maps take the faster formulation of ``fastpath.py`` (same sums;
-GPU keeps Paddle's cuDNN kernel).
+What differs is only how the tensors are moved: ``DilatedAttention`` takes the qkv Linear's output as it
+is and splits it (the notebook passed a stacked [3, B, N, C] tensor), q, k and v are each windowed by
+``_window``, on maps that pad to a single window only the map's own query rows are computed (the padded
+ones were cropped away), reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export
+the model with a dynamic batch), the map sizes are the convolutions' real output sizes (``stage_sizes``)
+rather than ``H // 2**k``, and on CPU the depthwise convs of small maps take the faster formulation of
+``fastpath.py`` (same sums; GPU keeps Paddle's cuDNN kernel).
 """
 from __future__ import annotations
 
@@ -31,73 +33,45 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .droppath import DropPath
+from .errors import ConfigError
 from .fastpath import conv_channels_last, depthwise3x3
 
 __all__ = [
-    "local_group", "img2group", "group2image", "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block",
-    "UniNeXt", "UniNeXt_T", "UniNeXt_S", "UniNeXt_B", "VARIANTS", "create_model",
+    "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block", "UniNeXt", "UniNeXt_T", "UniNeXt_S", "UniNeXt_B",
+    "VARIANTS", "create_model", "stage_sizes",
 ]
 
-trunc_normal_ = nn.initializer.TruncatedNormal(std=.02)
+# The notebook's initialisers. Its Paddle 2.x ``TruncatedNormal(std=.02)`` cut at 2 standard deviations; since
+# Paddle 2.6 ``a``/``b`` are absolute bounds (default -2, 2, which cut nothing at std .02), hence the explicit
+# +-2 std: weights within +-0.04, std 0.0176.
+trunc_normal_ = nn.initializer.TruncatedNormal(std=.02, a=-.04, b=.04)
 kaiming_normal_ = nn.initializer.KaimingNormal()
 zeros_ = nn.initializer.Constant(0.)
 ones_ = nn.initializer.Constant(1.)
 
-# The notebook's three builders, in one place. All use ws [7, 7, 7, 7] and mlp_ratio 4.
+# The notebook's three builders (UniNeXt_T/_S/_B), every argument they pass but num_classes.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "T": dict(embed_dim=64, depth=[2, 2, 18, 2], num_heads=[2, 4, 8, 16]),
-    "S": dict(embed_dim=96, depth=[2, 2, 18, 2], num_heads=[3, 6, 12, 24]),
-    "B": dict(embed_dim=128, depth=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
+    "T": dict(embed_dim=64, depth=(2, 2, 18, 2), num_heads=(2, 4, 8, 16), ws=(7, 7, 7, 7), mlp_ratio=4.),
+    "S": dict(embed_dim=96, depth=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), ws=(7, 7, 7, 7), mlp_ratio=4.),
+    "B": dict(embed_dim=128, depth=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), ws=(7, 7, 7, 7), mlp_ratio=4.),
 }
 
 
 # ---------------------------------------------------------------------------------------------------
-# Local windows: the notebook's helpers. The model below windows q, k and v each in one go (``_window``)
-# with the same arithmetic; these stay for users of the notebook's API.
+# Map sizes and local windows. ``notebook_windows.py`` keeps the notebook's helpers (``local_group``,
+# ``img2group``, ``group2image``) as an API on top of these.
 
-def local_group(x: paddle.Tensor, H: int, W: int, ws: int) -> tuple[paddle.Tensor, int, int, int, int, bool]:
-    """Split tokens into ws x ws windows, zero-padding the map on the right and bottom.
+def stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """(H, W) of the token map after the stem and after each of the four Merge_Blocks, for an input image of
+    height x width: each is a 3x3, stride-2, padding-1 conv, so each halves a side rounding up, (s + 1) // 2.
 
-    x: [B, H*W, C] -> [B*Gh*Gw, ws*ws, C]; also returns the padded H, W, the padding and whether it padded.
+    E.g. 224 -> [(112, 112), (56, 56), (28, 28), (14, 14), (7, 7)]; stage i (1-4) runs on entry i.
     """
-    B, _, C = x.shape
-    pad_right, pad_bottom, pad_opt = 0, 0, False
-    if H % ws != 0 or W % ws != 0:
-        pad_opt = True
-        x = x.reshape((B, H, W, C))
-        pad_right = ws - W % ws
-        pad_bottom = ws - H % ws
-        x = F.pad(x, (0, pad_right, 0, pad_bottom), data_format='NHWC')
-        H = H + pad_bottom
-        W = W + pad_right
-        x = x.reshape((B, H * W, C))
-    Gh = H // ws
-    Gw = W // ws
-    x = x.reshape((B, Gh, ws, Gw, ws, C)).transpose([0, 1, 3, 2, 4, 5]).reshape((B * Gh * Gw, ws * ws, C))
-    return x, H, W, pad_right, pad_bottom, pad_opt
-
-
-def img2group(x: paddle.Tensor, H: int, W: int, ws: int,
-              num_head: int) -> tuple[paddle.Tensor, int, int, int, int, bool]:
-    """x: [B, H*W, C] -> [B*G, heads, ws*ws, C/heads] plus ``local_group``'s padding bookkeeping."""
-    x, H, W, pad_right, pad_bottom, pad_opt = local_group(x, H, W, ws)
-    B, N, C = x.shape
-    x = x.reshape((B, N, num_head, C // num_head)).transpose([0, 2, 1, 3])
-    return x, H, W, pad_right, pad_bottom, pad_opt
-
-
-def group2image(x: paddle.Tensor, H: int, W: int, pad_right: int, pad_bottom: int, pad_opt: bool,
-                ws: int) -> paddle.Tensor:
-    """Inverse of ``img2group``: [B*G, heads, ws*ws, C/heads] -> [B, H*W, C], padding cropped."""
-    BG, Head, n, C = x.shape
-    Gh, Gw = H // ws, W // ws
-    nb1 = BG // (Gh * Gw)
-    x = x.reshape((nb1, Gh, Gw, Head, ws, ws, C)).transpose([0, 1, 4, 2, 5, 3, 6]).reshape((nb1, -1, Head * C))
-    if pad_opt:
-        x = x.reshape((nb1, H, W, Head * C))
-        x = x[:, :(H - pad_bottom), :(W - pad_right), :]
-        x = x.reshape((nb1, -1, Head * C))
-    return x
+    sizes = [((height + 1) // 2, (width + 1) // 2)]
+    for _ in range(4):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
 
 
 def _window_padding(H: int, W: int, ws: int) -> tuple[int, int]:
@@ -109,8 +83,8 @@ def _window_padding(H: int, W: int, ws: int) -> tuple[int, int]:
 
 def _zero_pad(x: paddle.Tensor, pad_bottom: int, pad_right: int) -> paddle.Tensor:
     """[B, H, W, C] -> [B, H + pad_bottom, W + pad_right, C], zeros below and to the right: ``local_group``'s
-    ``F.pad(..., data_format='NHWC')`` as concatenations, because Paddle Inference's oneDNN pad kernel fails
-    on NHWC maps (``dnnl::error``, Paddle 3.3.1), which kept the exported model off oneDNN at 32x32."""
+    ``F.pad(..., data_format='NHWC')`` as concatenations, because Paddle Inference's oneDNN pad kernel fails on
+    NHWC maps (Paddle 3.3.1)."""
     _, H, W, C = x.shape
     batch = paddle.shape(x)[0]  # a tensor, so the exported graph keeps a dynamic batch
     if pad_right:
@@ -121,10 +95,10 @@ def _zero_pad(x: paddle.Tensor, pad_bottom: int, pad_right: int) -> paddle.Tenso
 
 
 def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle.Tensor:
-    """``img2group``: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads].
+    """``img2group``: [B, H*W, C] -> [B*Gh*Gw, heads, ws*ws, C/heads], windows in row-major order.
 
-    Two transposes of at most 5 dims (windows, then heads) rather than one of 7: Paddle's CPU transpose of
-    more than 6 dims takes a generic element-by-element path, 15x slower than these two together.
+    Two transposes of at most 5 dims (windows, then heads) rather than one of 7, because Paddle's CPU transpose
+    of more than 6 dims takes a much slower generic path (BENCHMARKS.md, optimisation 6).
     Note ``local_group``'s padding rule: when either side needs padding, it pads both sides by
     ``ws - side % ws``, which adds a whole window of zeros on a side that was already a multiple of ws.
     Kept as written.
@@ -234,7 +208,11 @@ class DilatedAttention(nn.Layer):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, qkv: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
-        """qkv: [B, H*W, 3*dim], the output of the block's qkv Linear -> [B, H*W, dim]."""
+        """qkv: [B, H*W, 3*dim], the output of the block's qkv Linear -> [B, H*W, dim].
+
+        The notebook's version took that output reshaped and stacked as [3, B, H*W, dim]; the split here gives
+        the same q, k and v.
+        """
         C, heads, ws = self.dim, self.num_heads, self.ws
         q, k, v = paddle.split(qkv, 3, axis=-1)  # [B, H*W, C] each; split, not slices: one concat backward
         lepe = depthwise3x3(self.lepe, v, H, W)  # [B, H*W, C]
@@ -319,8 +297,8 @@ class Merge_Block(nn.Layer):
         if H is None or W is None:
             H = W = math.isqrt(x.shape[1])
             if H * W != x.shape[1]:
-                raise ValueError(f"Merge_Block got {x.shape[1]} tokens, not a square map: UniNeXt needs square "
-                                 "images (or build it with non_square=True)")
+                raise ConfigError(f"Merge_Block got {x.shape[1]} tokens, not a square map: UniNeXt needs square "
+                                  "images (or build it with non_square=True)")
         return self.norm(conv_channels_last(self.conv, _tokens_to_image(x, H, W)).flatten(1, 2))
 
 
@@ -332,9 +310,10 @@ class UniNeXt(nn.Layer):
         in_chans: int, input channels, default: 3.
         num_classes: int, classes of the head (0: no head), default: 1000.
         embed_dim: int, channels of stage 1 (doubled at each stage), default: 96.
-        depth: list[int], blocks per stage, default: [2, 2, 6, 2].
-        ws: list[int], window side per stage, default: [7, 7, 7, 7].
-        num_heads: list[int], heads per stage (the notebook's default 12 is not a list and fails), default: 12.
+        depth: tuple[int, ...], blocks per stage, default: (2, 2, 6, 2).
+        ws: tuple[int, ...], window side per stage, default: (7, 7, 7, 7).
+        num_heads: tuple[int, ...], heads per stage, default: (3, 6, 12, 24) (the notebook's default, 12, is
+            not a sequence and fails).
         mlp_ratio: float, Mlp hidden/in channels, default: 4.
         qkv_bias: bool, bias in the qkv Linear, default: True.
         qk_scale: float | None, attention logit scale, default: head_dim ** -0.5.
@@ -345,17 +324,21 @@ class UniNeXt(nn.Layer):
         paper_stage3_heads: bool, stage 3 uses heads[2]/ws[2] as in the paper instead of the notebook's
             heads[1]/ws[1]; changes the compute, not the parameters, default: False.
         non_square: bool, track height and width through the stages so non-square images work; the
-            notebook's Merge_Block assumes square maps, default: False (non-square input: ValueError).
+            notebook's Merge_Block assumes square maps, default: False (non-square input: ConfigError).
     """
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, embed_dim: int = 96,
-                 depth: list[int] = [2, 2, 6, 2], ws: list[int] = [7, 7, 7, 7], num_heads: Any = 12,
-                 mlp_ratio: float = 4., qkv_bias: bool = True, qk_scale: float | None = None, drop_rate: float = 0.,
-                 attn_drop_rate: float = 0., drop_path_rate: float = 0., norm_layer: type[nn.Layer] = nn.LayerNorm,
+                 depth: tuple[int, ...] = (2, 2, 6, 2), ws: tuple[int, ...] = (7, 7, 7, 7),
+                 num_heads: tuple[int, ...] = (3, 6, 12, 24), mlp_ratio: float = 4., qkv_bias: bool = True,
+                 qk_scale: float | None = None, drop_rate: float = 0., attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0., norm_layer: type[nn.Layer] = nn.LayerNorm,
                  paper_stage3_heads: bool = False, non_square: bool = False) -> None:
         super().__init__()
+        for name, values in (("depth", depth), ("ws", ws), ("num_heads", num_heads)):
+            if not isinstance(values, (list, tuple)) or len(values) != 4:
+                raise ConfigError(f"UniNeXt's {name} needs one value for each of its 4 stages, got {values!r}")
         self.num_classes = num_classes
-        self.num_features = self.embed_dim = embed_dim
+        self.embed_dim = embed_dim
         self.non_square = non_square
         heads = num_heads
         # stem: three 3x3 convs (the first with stride 2), each followed by LayerNorm + GELU over channels
@@ -386,10 +369,11 @@ class UniNeXt(nn.Layer):
                 for j in range(depth[i])]))
         self.norm = norm_layer(curr_dim)
         self.head = nn.Linear(curr_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.num_features = curr_dim
+        self.num_features = curr_dim  # the pooled features' width (the notebook's stays embed_dim)
         self.apply(self._init_weights)
 
     def _init_weights(self, m: nn.Layer) -> None:
+        """The notebook's init of one layer: Linear truncated normal, Conv2D Kaiming, norms ones/zeros."""
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight)
             if m.bias is not None:
@@ -412,14 +396,13 @@ class UniNeXt(nn.Layer):
         """[B, in_chans, H, W] -> pooled features [B, num_features]."""
         H, W = x.shape[2], x.shape[3]
         if H != W and not self.non_square:
-            raise ValueError(f"UniNeXt needs square images, got {H}x{W} (or build it with non_square=True)")
-        H, W = (H + 1) // 2, (W + 1) // 2  # stem1: 3x3 conv, stride 2, padding 1
+            raise ConfigError(f"UniNeXt needs square images, got {H}x{W} (or build it with non_square=True)")
+        sizes = stage_sizes(H, W)  # after the stem, then the map of each stage
         x = self._stem(x)
         stages = ((self.merge0, self.stage1), (self.merge1, self.stage2), (self.merge2, self.stage3),
                   (self.merge3, self.stage4))
-        for merge, blocks in stages:
-            x = merge(x, H, W) if self.non_square else merge(x)
-            H, W = (H + 1) // 2, (W + 1) // 2
+        for (merge, blocks), (H_in, W_in), (H, W) in zip(stages, sizes, sizes[1:]):
+            x = merge(x, H_in, W_in) if self.non_square else merge(x)
             for blk in blocks:
                 x = blk(x, H, W)
         x = self.norm(x)
@@ -440,24 +423,23 @@ class UniNeXt(nn.Layer):
 
 
 def create_model(variant: str, num_classes: int = 10, **kwargs: Any) -> UniNeXt:
-    """Build UniNeXt-``variant`` (T, S or B) as the notebook's builders do; ``kwargs`` go to ``UniNeXt``."""
+    """Build UniNeXt-``variant`` (T, S or B) as the notebook's builders do; ``kwargs`` go to ``UniNeXt``
+    and override the variant's values."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown UniNeXt variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    cfg = dict(ws=[7, 7, 7, 7], mlp_ratio=4., **VARIANTS[variant])
-    cfg.update(kwargs)
-    return UniNeXt(num_classes=num_classes, **cfg)
+        raise ConfigError(f"unknown UniNeXt variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    return UniNeXt(num_classes=num_classes, **{**VARIANTS[variant], **kwargs})
 
 
 def UniNeXt_T(num_classes: int = 10, **kwargs: Any) -> UniNeXt:
-    """UniNeXt-T: embed_dim 64, depth [2, 2, 18, 2], heads [2, 4, 8, 16]; 23.0M parameters at 10 classes."""
+    """UniNeXt-T (``VARIANTS["T"]``): 23.0M parameters at 10 classes."""
     return create_model("T", num_classes, **kwargs)
 
 
 def UniNeXt_S(num_classes: int = 10, **kwargs: Any) -> UniNeXt:
-    """UniNeXt-S: embed_dim 96, depth [2, 2, 18, 2], heads [3, 6, 12, 24]; 51.4M parameters at 10 classes."""
+    """UniNeXt-S (``VARIANTS["S"]``): 51.4M parameters at 10 classes."""
     return create_model("S", num_classes, **kwargs)
 
 
 def UniNeXt_B(num_classes: int = 10, **kwargs: Any) -> UniNeXt:
-    """UniNeXt-B: embed_dim 128, depth [2, 2, 18, 2], heads [4, 8, 16, 32]; 91.1M parameters at 10 classes."""
+    """UniNeXt-B (``VARIANTS["B"]``): 91.1M parameters at 10 classes."""
     return create_model("B", num_classes, **kwargs)

@@ -72,9 +72,9 @@ class Records:
         return copy.deepcopy({"loss_record": self.loss_record, "acc_record": self.acc_record,
                               "epochs": self.epochs})
 
-    def save(self, path: str) -> None:
-        """Write ``state_dict()`` as JSON to ``path``, atomically."""
-        atomic_write_json(self.state_dict(), path)
+    def save(self, path: str, **extra: Any) -> None:
+        """Write ``state_dict()`` as JSON to ``path``, atomically, with ``extra`` entries (e.g. the run's config)."""
+        atomic_write_json({**self.state_dict(), **extra}, path)
 
 
 def load_history(path: str) -> dict[str, Any]:

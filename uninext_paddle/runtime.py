@@ -1,23 +1,23 @@
 """CPU process settings that make Paddle's eager CPU kernels faster without touching the model's math.
 
-Three costs outside the model code dominate Paddle 3.3.1's CPU runs (measured in BENCHMARKS.md):
+Three costs outside the model code dominate Paddle 3.3.1's CPU runs (measurements: BENCHMARKS.md, "Why the
+fast paths exist"):
 
 - **MKL's vendor dispatch.** Paddle's CPU wheel does its GEMMs in Intel MKL (``libmklml_intel.so``), which
-  on AMD processors takes a generic SSE code path: 2.2-2.7x slower matmuls than its AVX2 path on the same
-  core. ``MKL_DEBUG_CPU_TYPE=5`` makes this MKL (older than 2020.1, which still reads it) take the AVX2 path.
+  on AMD processors takes a generic SSE code path, much slower than its AVX2 path on the same core.
+  ``MKL_DEBUG_CPU_TYPE=5`` makes this MKL (older than 2020.1, which still reads it) take the AVX2 path.
   Paddle loads MKL on the first GEMM, so the variable works when set before that, even after ``import
   paddle``. Only set on AMD processors that have AVX2 and FMA (elsewhere it would pick instructions the
   processor lacks), and never over a value the user set.
 - **Page faults of fresh tensors.** Paddle's CPU allocator hands every tensor's buffer to ``malloc``, and
   glibc serves large requests with a new ``mmap`` and unmaps them on free, so every activation of a forward
-  pass is faulted in page by page again (a 6 MB ``add`` takes 5 ms, 0.5 ms without the faults). With
-  ``mallopt(M_MMAP_MAX, 0)`` and a high ``M_TRIM_THRESHOLD`` freed buffers stay in the heap for reuse; the
-  price is that the process keeps its peak memory.
+  pass is faulted in page by page again. With ``mallopt(M_MMAP_MAX, 0)`` and a high ``M_TRIM_THRESHOLD``
+  freed buffers stay in the heap for reuse; the price is that the process keeps its peak memory.
 - **Lazy transposes.** With ``FLAGS_use_stride_kernel`` (Paddle's default) a transpose returns a strided view
-  and the next op copies it through a generic strided-copy kernel, 10-40x slower than numpy's copy of the same
-  view; with the flag off, transposes copy at once through Paddle's transpose kernel (fast up to 6 dims, which
-  is why the model's window transposes have at most 5). Views then no longer share memory with their source,
-  which nothing here relies on.
+  and the next op copies it through a generic strided-copy kernel, far slower than a plain copy; with the
+  flag off, transposes copy at once through Paddle's transpose kernel (fast up to 6 dims, which is why the
+  model's window transposes have at most 5). Views then no longer share memory with their source, which
+  nothing here relies on.
 
 Different GEMM kernels sum in another order: logits move by float rounding (~1e-7), no more. The scripts
 apply these on the CPU through ``device.select_device``; set ``UNINEXT_CPU_TUNING=0`` to run Paddle as is.

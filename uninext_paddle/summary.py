@@ -15,7 +15,7 @@ import io
 import paddle
 
 from .cli import run_cli
-from .model import VARIANTS, UniNeXt, _window_padding, create_model
+from .model import VARIANTS, UniNeXt, _window_padding, create_model, stage_sizes
 
 __all__ = ["attention_macs", "layer_macs", "summarize"]
 
@@ -27,15 +27,15 @@ def layer_macs(model: UniNeXt, image_size: int) -> int:
 
 
 def attention_macs(model: UniNeXt, image_size: int) -> int:
-    """MACs of ``q @ k^T`` and ``attn @ v`` for one image, over the zero-padded windows the model computes."""
-    side = (image_size + 1) // 2  # after stem1
+    """MACs of ``q @ k^T`` and ``attn @ v`` for one image, over the zero-padded windows of the notebook's
+    attention (on maps that pad to one window the model skips the padded query rows; not counted here)."""
     total = 0
-    for stage in (model.stage1, model.stage2, model.stage3, model.stage4):
-        side = (side + 1) // 2  # after the stage's Merge_Block
+    stages = (model.stage1, model.stage2, model.stage3, model.stage4)
+    for stage, (H, W) in zip(stages, stage_sizes(image_size, image_size)[1:]):
         for block in stage:
             ws, dim = block.attns.ws, block.attns.dim
-            pad, _ = _window_padding(side, side, ws)
-            windows = ((side + pad) // ws) ** 2
+            pad_bottom, pad_right = _window_padding(H, W, ws)
+            windows = ((H + pad_bottom) // ws) * ((W + pad_right) // ws)
             total += windows * 2 * (ws * ws) ** 2 * dim  # two [n, n] x [n, head_dim] products per head
     return total
 
