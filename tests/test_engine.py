@@ -58,3 +58,39 @@ def test_evaluate_reproduces_the_notebook_metrics():
     assert result["per_class_correct"] == [int(p == t) for p, t in zip(predicted, range(10))]
     assert result["seconds"] > 0
     assert not model.training
+
+
+class _SkippingScaler:
+    """A GradScaler stand-in whose every step finds inf gradients (as fp16 does on overflow), like Paddle's:
+    ``step`` skips the update and ``_found_inf`` says so."""
+
+    def __init__(self) -> None:
+        self._found_inf = False
+
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer) -> None:
+        self._found_inf = True
+
+    def update(self) -> None:
+        pass
+
+
+def test_steps_the_grad_scaler_skips_are_counted_and_the_weights_stay():
+    from uninext_paddle.engine import EpochMeter, train_one_epoch
+    from uninext_paddle.records import Records
+
+    paddle.seed(0)
+    model = UniNeXt(num_classes=10, **TINY)
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=1e-3, T_max=10)
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=scheduler)
+    batches = [(paddle.randn([4, 3, 32, 32]), paddle.to_tensor([0, 1, 2, 3])) for _ in range(3)]
+    loader = type("Loader", (), {"__iter__": lambda self: iter(batches), "__len__": lambda self: 3,
+                                 "batch_size": 4})()
+    summary = train_one_epoch(model, loader, LabelSmoothingCrossEntropy(), optimizer, scheduler, Records(),
+                              EpochMeter(), 0, scaler=_SkippingScaler())
+    assert summary["skipped"] == 3
+    assert scheduler.last_epoch == 3  # the schedule still steps (documented: README, mixed precision)
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())

@@ -159,3 +159,14 @@ def test_the_script_prints_one_line_and_no_traceback(case, tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert ("invalid choice: 'X'" if case == "variant" else "the download failed") in lines[0]
+
+
+def test_resuming_with_another_number_of_processes_is_refused(data, tmp_path):
+    """Each process's share of an epoch (and the schedule's length) depend on the count: no silent change."""
+    work = tmp_path / "w"
+    train.main(["--data", str(data), "--work-dir", str(work), *FAST])
+    state = TrainingState.load(str(work / "last.pdckpt"))
+    state.config["world_size"] = 2
+    state.save(str(work / "last.pdckpt"))
+    with pytest.raises(UninextError, match="written by a run of 2 process.*resume it with 2, not 1"):
+        train.main(["--data", str(data), "--work-dir", str(work), *FAST, "--resume"])
