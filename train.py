@@ -1,4 +1,4 @@
-"""Train UniNeXt on CIFAR-10: the notebook's sections 2.2 and 2.4 as a command-line script.
+"""Train UniNeXt on CIFAR-10 (or your own images): the notebook's sections 2.2 and 2.4 as a command-line script.
 
     python train.py --variant T                          # the notebook's run (GPU if Paddle sees one)
     python train.py --variant T --image-size 32 --device cpu --epochs 2
@@ -30,17 +30,18 @@ import paddle
 
 from uninext_paddle import LabelSmoothingCrossEntropy, create_model
 from uninext_paddle.checkpoint import (BEST_MODEL, BEST_MODEL_EMA, BEST_OPTIMIZER, FINAL_MODEL, FINAL_OPTIMIZER,
-                                       load_weights)
+                                       load_backbone, load_weights, save_class_names)
 from uninext_paddle.config_file import apply_config, check_recipe
 from uninext_paddle.cli import (ArgumentParser, about, add_data_flags, add_device_flag, add_progress_flag,
                                 check_writable, fail, progress_wanted, run_cli)
-from uninext_paddle.data import build_loaders, ensure_cifar10, start_train_epoch
+from uninext_paddle.data import CIFAR10_CLASSES, build_loaders, ensure_cifar10, start_train_epoch
 from uninext_paddle.device import (AMP_MODES, cpu_build_on_gpu_machine_note, init_distributed, is_main_process,
                                    make_grad_scaler, rank, select_device, world_size)
 from uninext_paddle.engine import EpochMeter, StopRequests, evaluate, nonfinite_parameters, train_one_epoch
 from uninext_paddle.ema import ModelEma
 from uninext_paddle.errors import DivergedError, UninextError
 from uninext_paddle.fileio import atomic_save
+from uninext_paddle.image_data import CIFAR10, data_kind
 from uninext_paddle.loss import SoftTargetCrossEntropy
 from uninext_paddle.mixing import MixupCutmix
 from uninext_paddle.model import VARIANTS
@@ -68,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-5, help="Adam's (L2) weight decay")
     p.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
     p.add_argument("--drop-path-rate", type=float, default=0.0, help="stochastic depth of the last block")
-    add_data_flags(p, data_help="CIFAR-10 python tarball; downloaded there if absent")
+    add_data_flags(p, data_help="the CIFAR-10 python tarball (downloaded there if absent), an image folder "
+                                "(DIR/train/<class>/*.jpg, DIR/val/...) or list files (DIR/train_list.txt, ...)")
     p.add_argument("--work-dir", default=os.path.join("work", "model"), help="where checkpoints go")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=42)
@@ -78,6 +80,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="record the train loss (loss_record) and refresh the progress bar every N batches")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help=f"continue from PATH (default: WORK_DIR/{LAST_CHECKPOINT})")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="fine-tune: start from these weights (the notebook's or ours); a head of another class "
+                        "count is initialised afresh")
+    p.add_argument("--freeze-backbone", action="store_true", help="with --init: train the head only")
     p.add_argument("--visualdl", default=None, metavar="DIR", help="also log scalars for VisualDL to DIR")
     add_progress_flag(p)
     recipe = p.add_argument_group("recipe options beyond the notebook (their defaults are its run)")
@@ -121,6 +127,10 @@ def check_args(args: argparse.Namespace) -> None:
                      mix_switch_prob=args.mix_switch_prob, ema=args.ema, accum_steps=args.accum_steps)
     if args.batch_size % args.accum_steps:
         fail(f"--accum-steps {args.accum_steps} does not divide --batch-size {args.batch_size}")
+    if args.init is not None and args.resume is not None:
+        fail("--init starts a run from given weights, --resume continues one: give one of them")
+    if args.freeze_backbone and args.init is None:
+        fail("--freeze-backbone needs --init (a backbone worth keeping)")
 
 
 def load_resume_state(path: str, variant: str, processes: int) -> TrainingState:
@@ -220,7 +230,8 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     main_process = is_main_process()
     if main_process:
         with about("--data"):
-            ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
+            if data_kind(args.data) == CIFAR10:
+                ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
     if world_size() > 1:
         paddle.distributed.barrier()
     resume_path = None if args.resume is None else args.resume or path(LAST_CHECKPOINT)
@@ -231,8 +242,11 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     # ------------------------------------------------------------------------------------------------------
     # data (section 2.2)
     with about("--data"):
-        train_loader, val_loader = build_loaders(args.data, args.image_size, args.batch_size, args.num_workers,
-                                                 args.seed, rank(), world_size())
+        train_loader, val_loader, classes = build_loaders(args.data, args.image_size, args.batch_size,
+                                                          args.num_workers, args.seed, rank(), world_size())
+    config["classes"] = classes
+    if state is not None and state.config.get("classes", classes) != classes:
+        fail(f"{resume_path} was trained on other classes than --data {args.data} holds")
     if main_process:
         print(f"train_dataset: {len(train_loader.dataset)}")
         shared = f" on rank 0 of {world_size()}" if world_size() > 1 else ""
@@ -240,15 +254,24 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
 
     # ------------------------------------------------------------------------------------------------------
     # model, loss, schedule, optimizer (section 2.4), from scratch or resumed
-    model = create_model(args.variant, num_classes=10, drop_path_rate=args.drop_path_rate,
+    model = create_model(args.variant, num_classes=len(classes), drop_path_rate=args.drop_path_rate,
                          paper_stage3_heads=args.paper_stage3_heads)
+    if args.init is not None:
+        with about("--init"):
+            head_kept = load_backbone(model, args.init, args.variant)
+        if main_process:
+            print(f"initialised from {args.init}" + ("" if head_kept else
+                  f" (its head has another class count: a new head for {len(classes)} classes)"))
+    if args.freeze_backbone:
+        for name, param in model.named_parameters():
+            param.stop_gradient = not name.startswith("head.")
     if rank() > 0:  # every process its own drop-path masks; rank 0 keeps the single-process stream
         paddle.seed(args.seed + rank())
     criterion = LabelSmoothingCrossEntropy(args.smoothing)
     # the notebook's CosineAnnealingDecay(lr, T_max = 50000 // batch_size * n_epochs) and Adam unless asked
     scheduler = build_scheduler(args.lr, len(train_loader), args.epochs, args.warmup_epochs, args.min_lr)
     optimizer = build_optimizer(args.optimizer, model, scheduler, args.weight_decay, args.clip_grad)
-    mixer = MixupCutmix(args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob, num_classes=10,
+    mixer = MixupCutmix(args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob, num_classes=len(classes),
                         seed=args.seed + rank())
     mixer = mixer if mixer.enabled else None
     if mixer is not None and main_process:
@@ -337,7 +360,7 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
                     epoch, train["loss"], train["acc"] * 100))
 
             val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=progress,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, num_classes=len(classes))
             if not math.isfinite(val["loss"]):
                 raise DivergedError(f"the validation loss is {val['loss']} after epoch {epoch}")
             records.add_val(val["loss"], val["acc"])
@@ -348,7 +371,7 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
             ema_val = None
             if ema is not None:
                 ema_val = evaluate(ema.module, val_loader, criterion, amp=args.amp, device=device,
-                                   progress=progress, batch_size=args.batch_size)
+                                   progress=progress, batch_size=args.batch_size, num_classes=len(classes))
                 if main_process:
                     print("#===epoch: {}, ema val loss is: {}, ema val acc is: {:2.2f}%===#".format(
                         epoch, ema_val["loss"], ema_val["acc"] * 100))
@@ -369,10 +392,10 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
             meter = EpochMeter()
             if main_process:
                 if improved:
-                    atomic_save(net.state_dict(), path(BEST_MODEL))
+                    save_weights(net, path(BEST_MODEL), classes)
                     atomic_save(optimizer.state_dict(), path(BEST_OPTIMIZER))
                 if ema_improved:
-                    atomic_save(ema.module.state_dict(), path(BEST_MODEL_EMA))
+                    save_weights(ema.module, path(BEST_MODEL_EMA), classes)
                 records.save(path(HISTORY_FILE), config=config)
             save_state(epoch + 1, meter)
             if visualdl is not None:
@@ -384,10 +407,18 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     # the end, as in the notebook
     if main_process:
         print(best_acc)
-        atomic_save(net.state_dict(), path(FINAL_MODEL))
+        save_weights(net, path(FINAL_MODEL), classes)
         atomic_save(optimizer.state_dict(), path(FINAL_OPTIMIZER))
     if visualdl is not None:
         visualdl.close()
+
+
+def save_weights(model: paddle.nn.Layer, weights_path: str, classes: list[str]) -> None:
+    """The notebook's plain state_dict at ``weights_path``; the class names beside it unless they are CIFAR-10's
+    (which weights without names are taken to be)."""
+    if classes != list(CIFAR10_CLASSES):
+        save_class_names(weights_path, classes)
+    atomic_save(model.state_dict(), weights_path)
 
 
 def check_finite(model: paddle.nn.Layer, where: str) -> None:

@@ -34,7 +34,7 @@ def test_shuffle_order_is_a_function_of_seed_and_epoch():
 
 
 def test_augmentations_repeat_per_seed_epoch_and_index(tarball):
-    train, _ = build_loaders(str(tarball), image_size=16, batch_size=4, num_workers=0, seed=1)
+    train, _, _ = build_loaders(str(tarball), image_size=16, batch_size=4, num_workers=0, seed=1)
     dataset = train.dataset
     start_train_epoch(train, 3)
     first = np.asarray(dataset[5][0])
@@ -47,13 +47,13 @@ def test_augmentations_repeat_per_seed_epoch_and_index(tarball):
 def test_data_parallel_shares(tarball):
     shares = [build_loaders(str(tarball), 16, batch_size=4, num_workers=0, seed=1, rank=r, world_size=2)
               for r in range(2)]
-    for train, _ in shares:
+    for train, _, _ in shares:
         start_train_epoch(train, 0)
-    train_batches = [list(train.batch_sampler) for train, _ in shares]
+    train_batches = [list(train.batch_sampler) for train, _, _ in shares]
     assert [len(b) for b in train_batches] == [3, 3]  # 30 images: 12 per process after drop_last (batch 4)
     seen = [i for share in train_batches for batch in share for i in batch]
     assert len(seen) == len(set(seen)) == 24
-    val = [[int(v.dataset.indices[i]) for i in range(len(v.dataset))] for _, v in shares]
+    val = [[int(v.dataset.indices[i]) for i in range(len(v.dataset))] for _, v, _ in shares]
     assert sorted(val[0] + val[1]) == list(range(10))  # each val image once, no padding repeats
 
 

@@ -43,7 +43,7 @@ def test_with_every_option_at_its_default_the_run_is_the_notebooks_loop(data, tm
     train.main(["--data", str(data), "--work-dir", str(tmp_path / "w"), *FAST, "--epochs", "1"])
     paddle.seed(42)
     np.random.seed(42)
-    loader, _ = build_loaders(str(data), 16, 8, 0, 42)
+    loader, _, _ = build_loaders(str(data), 16, 8, 0, 42)
     model = create_model("T", num_classes=10)
     criterion = LabelSmoothingCrossEntropy(0.1)
     scheduler = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=1e-4, T_max=len(loader) * 1, verbose=False)
@@ -61,7 +61,7 @@ def test_with_every_option_at_its_default_the_run_is_the_notebooks_loop(data, tm
 
 
 def test_accumulating_k_micro_batches_gives_the_update_of_the_whole_batch(data):
-    loader, _ = build_loaders(str(data), 16, 8, 0, 0)
+    loader, _, _ = build_loaders(str(data), 16, 8, 0, 0)
     results = []
     for accum in (1, 4):
         paddle.seed(0)

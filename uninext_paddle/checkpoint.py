@@ -1,21 +1,28 @@
-"""UniNeXt weight files: the file names train.py writes, matching weights to a variant, loading a model.
+"""UniNeXt weight files: the file names train.py writes, matching weights to a variant, loading a model, and the
+class names that travel with the weights.
 
 Model files are plain ``state_dict``s saved with ``paddle.save``, the notebook's format (``best_model.pdparams``
-and friends), so files written by the notebook and by this project are interchangeable. The resumable training
-state (``last.pdckpt``) has its own owner, ``train_state.py``; its ``model`` entry is read here too.
+and friends), so files written by the notebook and by this project are interchangeable. The class names of a
+model trained on other data go in a small sidecar next to it (``best_model.classes.json``: a JSON list); weights
+without one are CIFAR-10's when their head has 10 classes (the notebook's). The resumable training state
+(``last.pdckpt``) has its own owner, ``train_state.py``; its ``model`` entry is read here too.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import paddle
 
+from .data import CIFAR10_CLASSES
 from .errors import CheckpointError
-from .fileio import load_paddle_file
+from .fileio import atomic_write_json, load_paddle_file
 from .model import VARIANTS, UniNeXt, create_model
 
 __all__ = ["BEST_MODEL", "BEST_MODEL_EMA", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "model_state_of",
-           "infer_variant", "check_state_dict", "load_weights", "load_model"]
+           "infer_variant", "check_state_dict", "load_weights", "load_model", "class_names_path", "save_class_names",
+           "load_class_names", "load_backbone"]
 
 # The notebook's file names (written by train.py into its work folder).
 BEST_MODEL, BEST_OPTIMIZER = "best_model.pdparams", "best_optimizer.pdopt"
@@ -79,3 +86,46 @@ def load_model(path: str, variant: str | None = None) -> tuple[UniNeXt, str]:
     load_weights(model, state, path, variant)
     model.eval()
     return model, variant
+
+
+def class_names_path(weights_path: str) -> str:
+    """The class-names sidecar of a weights file: ``.../best_model.pdparams`` -> ``.../best_model.classes.json``."""
+    return os.path.splitext(weights_path)[0] + ".classes.json"
+
+
+def save_class_names(weights_path: str, names: list[str]) -> None:
+    """Write ``names`` next to ``weights_path`` (see ``class_names_path``), atomically."""
+    atomic_write_json(list(names), class_names_path(weights_path))
+
+
+def load_class_names(weights_path: str, num_classes: int) -> list[str]:
+    """The class names of the weights at ``weights_path`` with a ``num_classes`` head: from the sidecar when there
+    is one, else CIFAR-10's for 10 classes, else "0", "1", ... ``CheckpointError`` for a sidecar that is not a
+    list of ``num_classes`` strings."""
+    sidecar = class_names_path(weights_path)
+    if not os.path.isfile(sidecar):
+        return list(CIFAR10_CLASSES) if num_classes == len(CIFAR10_CLASSES) else [str(i) for i in range(num_classes)]
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"class names {sidecar} are not readable JSON ({type(err).__name__}: {err})") from err
+    if not (isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"class names {sidecar} are not a list of {num_classes} names (the head's classes)")
+    return names
+
+
+def load_backbone(model: UniNeXt, path: str, variant: str) -> bool:
+    """Start ``model`` from the weights in ``path`` (a notebook or train.py file, or a training state) for
+    fine-tuning. Returns whether its head was kept: when the class counts differ the head stays ``model``'s own,
+    freshly initialised one. ``CheckpointError`` for weights of another variant or that do not fit otherwise."""
+    state = model_state_of(load_paddle_file(path, "initial weights", return_numpy=True), path)
+    trained, _ = infer_variant(state, path)
+    if trained != variant:
+        raise CheckpointError(f"{path} holds UniNeXt-{trained} weights, not UniNeXt-{variant}")
+    head_fits = list(state["head.weight"].shape) == list(model.head.weight.shape)
+    if not head_fits:
+        state = {name: value for name, value in state.items() if not name.startswith("head.")}
+        state.update({name: value for name, value in model.state_dict().items() if name.startswith("head.")})
+    load_weights(model, state, path, variant)
+    return head_fits

@@ -1,4 +1,5 @@
-"""CIFAR-10 as the notebook reads it (section 2.2): the python tarball, its transforms, the cv2 backend.
+"""CIFAR-10 as the notebook reads it (section 2.2): the python tarball, its transforms, the cv2 backend; and the
+seeded samplers and loaders train.py uses for it and for image folders and list files (``image_data.py``).
 
 The notebook's train transforms include ``paddlex.transforms.MixupImage()``. Applied to a single image, as
 ``Compose`` does, paddlex 2.1's ``MixupImage.__call__`` returns its input unchanged (it only mixes when given
@@ -21,10 +22,11 @@ from paddle.vision.datasets import Cifar10
 from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 
 from .errors import ConfigError, DataError
+from .image_data import CIFAR10, RaisingDataLoader, data_kind, load_image_splits
 
 __all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
            "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10", "SeededAugment",
-           "EpochBatchSampler", "build_loaders", "start_train_epoch"]
+           "EpochBatchSampler", "load_datasets", "build_loaders", "start_train_epoch"]
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,23 +159,36 @@ class EpochBatchSampler(paddle.io.DistributedBatchSampler):
         return itertools.islice(super().__iter__(), skip, None)
 
 
+def load_datasets(path: str, image_size: int) -> tuple[paddle.io.Dataset, paddle.io.Dataset, list[str]]:
+    """(train, val, class names) of the data set at ``path`` with the notebook's train and test transforms at
+    ``image_size``: the CIFAR-10 tarball (val: its test split), an image folder or list files
+    (``image_data.data_kind``)."""
+    train_tfm, test_tfm = build_train_transforms(image_size), build_test_transforms(image_size)
+    if data_kind(path) == CIFAR10:
+        return load_cifar10(path, "train", train_tfm), load_cifar10(path, "test", test_tfm), list(CIFAR10_CLASSES)
+    train, val = load_image_splits(path, train_tfm, test_tfm)
+    return train, val, train.classes
+
+
 def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> tuple[paddle.io.DataLoader, paddle.io.DataLoader]:
+                  world_size: int = 1) -> tuple[paddle.io.DataLoader, paddle.io.DataLoader, list[str]]:
     """The notebook's train and val loaders (batch ``batch_size``, train shuffled with drop_last, val in order)
-    for this process; in data-parallel runs each process gets a disjoint share of both splits."""
-    train = SeededAugment(load_cifar10(path, "train", build_train_transforms(image_size)), seed)
-    val = load_cifar10(path, "test", build_test_transforms(image_size))
+    for this process, and the class names; in data-parallel runs each process gets a disjoint share of both
+    splits."""
+    train, val, classes = load_datasets(path, image_size)
+    train = SeededAugment(train, seed)
     if len(train) < batch_size * world_size:
         raise ConfigError(f"{path} has {len(train)} train images: fewer than one batch of {batch_size} per "
                           "process; use a smaller batch")
     if world_size > 1:
         # every val image exactly once over the processes (DistributedBatchSampler would pad with repeats)
         val = paddle.io.Subset(val, list(range(rank, len(val), world_size)))
+    # image files can be unreadable: that loader reports the file instead of hanging (image_data.py)
+    loader_type = paddle.io.DataLoader if data_kind(path) == CIFAR10 else RaisingDataLoader
     sampler = EpochBatchSampler(train, batch_size, seed, rank, world_size)
-    train_loader = paddle.io.DataLoader(train, batch_sampler=sampler, num_workers=num_workers)
-    val_loader = paddle.io.DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False,
-                                      num_workers=num_workers)
-    return train_loader, val_loader
+    train_loader = loader_type(train, batch_sampler=sampler, num_workers=num_workers)
+    val_loader = loader_type(val, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
+    return train_loader, val_loader, classes
 
 
 def start_train_epoch(loader: paddle.io.DataLoader, epoch: int, skip: int = 0) -> None:
