@@ -22,11 +22,11 @@ from paddle.vision.datasets import Cifar10
 from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 
 from .errors import ConfigError, DataError
-from .image_data import CIFAR10, RaisingDataLoader, data_kind, load_image_splits
+from .image_data import CIFAR10, RaisingDataLoader, data_kind, load_image_split, load_image_splits
 
 __all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
            "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10", "SeededAugment",
-           "EpochBatchSampler", "load_datasets", "build_loaders", "start_train_epoch"]
+           "EpochBatchSampler", "load_datasets", "load_val_split", "build_loaders", "start_train_epoch"]
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -168,6 +168,15 @@ def load_datasets(path: str, image_size: int) -> tuple[paddle.io.Dataset, paddle
         return load_cifar10(path, "train", train_tfm), load_cifar10(path, "test", test_tfm), list(CIFAR10_CLASSES)
     train, val = load_image_splits(path, train_tfm, test_tfm)
     return train, val, train.classes
+
+
+def load_val_split(path: str, image_size: int) -> tuple[paddle.io.Dataset, list[str]]:
+    """(val split, class names) of the data set at ``path`` with the notebook's test transforms: what
+    evaluate.py and visualize.py read (CIFAR-10: its test split)."""
+    if data_kind(path) == CIFAR10:
+        return load_cifar10(path, "test", build_test_transforms(image_size)), list(CIFAR10_CLASSES)
+    val = load_image_split(path, "val", build_test_transforms(image_size))
+    return val, val.classes
 
 
 def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int, seed: int, rank: int = 0,
