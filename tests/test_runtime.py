@@ -1,9 +1,11 @@
 """The CPU process settings (uninext_paddle/runtime.py): when MKL's AVX2 path is asked for, that the allocator
-setting really stops the page faults, the opt-out, and that nothing but the scripts applies them. Every test that
-changes a process setting runs it in a child process, so the suite passes in any order."""
+setting really stops the page faults, how many math threads, the opt-out, and that nothing but the scripts applies
+them. Every test that changes a process setting runs it in a child process, so the suite passes in any order."""
+import os
 import subprocess
 import sys
 
+import paddle
 import pytest
 
 from tests.conftest import ROOT
@@ -30,7 +32,7 @@ from uninext_paddle import runtime
 x = paddle.randn([4, 1024, 1024])  # 16 MB: glibc would mmap each result and unmap it when freed
 if sys.argv[1] == "tuned":
     assert runtime.keep_freed_memory()
-(x + x).numpy()  # the first result grows the heap once
+[float((x + x).sum()) for _ in range(2)]  # the first results grow the heap once
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 [float((x + x).sum()) for _ in range(5)]
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -45,6 +47,41 @@ def test_keep_freed_memory_stops_the_page_faults_of_fresh_tensors():
               for mode in ("as_is", "tuned")}
     assert faults["tuned"] < 1000, f"{faults['tuned']} page faults for 5 reused 16 MB results (4096 per fresh one)"
     assert faults["as_is"] > 4 * 4096, faults
+
+
+@pytest.mark.parametrize("environ, usable_cpus, threads", [
+    ({}, 2, 2),
+    ({}, 1, 1),
+    ({"OMP_NUM_THREADS": "3"}, 2, 3),  # the user's own count wins
+    ({"OMP_NUM_THREADS": "nonsense"}, 4, 4),
+    ({"OMP_NUM_THREADS": "0"}, 4, 4),
+    ({"PADDLE_LOCAL_SIZE": "2"}, 8, 4),  # paddle.distributed.launch: the processes of a machine share its CPUs
+    ({"PADDLE_LOCAL_SIZE": "4"}, 2, 1),
+    ({"PADDLE_LOCAL_SIZE": "2", "OMP_NUM_THREADS": "3"}, 8, 3),
+])
+def test_math_threads(environ, usable_cpus, threads):
+    assert runtime.math_threads(environ, usable_cpus) == threads
+
+
+_MATH_THREADS = """
+import ctypes, os, paddle
+from uninext_paddle import runtime
+applied = runtime.tune_cpu_runtime()
+x = paddle.randn([64, 64]); x @ x  # the first GEMM starts MKL and OpenMP
+libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+mkl, omp = ctypes.CDLL(os.path.join(libs, "libmklml_intel.so")), ctypes.CDLL(os.path.join(libs, "libiomp5.so"))
+print(applied[-1].replace(" ", "_"), mkl.MKL_Get_Max_Threads(), omp.kmp_get_blocktime())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")),
+                    reason="Paddle's Linux CPU wheel ships MKL with Intel's OpenMP")
+@pytest.mark.parametrize("blocktime, expected", [(None, 1), ("7", 7)])
+def test_math_threads_are_set_and_idle_ones_sleep_soon_unless_the_user_chose(blocktime, expected):
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2", **({"KMP_BLOCKTIME": blocktime} if blocktime else {})}
+    out = subprocess.run([sys.executable, "-c", _MATH_THREADS], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[-3:] == [f"2_math_threads_(KMP_BLOCKTIME={expected})", "2", str(expected)]
 
 
 def test_opt_out_applies_nothing():
@@ -64,10 +101,3 @@ def test_selecting_the_cpu_changes_no_process_setting():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"})  # not this process's MKL_DEBUG_CPU_TYPE
     assert out.stdout.split()[-2:] == ["None", "True"]
-
-
-def test_importing_the_package_changes_no_warning_filter():
-    code = ("import warnings; before = list(warnings.filters); import uninext_paddle, uninext_paddle.cli; "
-            "print(warnings.filters == before)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.split()[-1] == "True"

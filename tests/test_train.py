@@ -141,4 +141,7 @@ def test_kill_9_during_a_save_leaves_loadable_checkpoints(tmp_path):
     written = [p for p in work.iterdir() if not p.name.startswith(".")]
     assert "history.json" in {p.name for p in written}  # saved just before last.pdckpt
     for path in written:
-        assert json.loads(path.read_text()) if path.suffix == ".json" else paddle.load(str(path))
+        if path.suffix == ".json":
+            assert json.loads(path.read_text())
+        elif path.suffix != ".log":  # train.log is appended line by line, not replaced
+            assert paddle.load(str(path))
