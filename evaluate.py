@@ -1,60 +1,84 @@
-"""Evaluate a UniNeXt checkpoint on the CIFAR-10 test split: the notebook's section 2.5 numbers.
+"""Evaluate a UniNeXt checkpoint on the CIFAR-10 test split (the notebook's section 2.5 numbers) or your own images.
 
     python evaluate.py --ckpt work/model/best_model.pdparams
+    python evaluate.py --ckpt work/model/best_model.pdparams --data my_images --confusion work/confusion.png
+    python evaluate.py --ckpt work/model/best_model.pdparams --images photo.jpg more_photos/ --topk 3
     python evaluate.py --ckpt work/model/best_model.pdparams --image-size 32 --device cpu --json work/eval.json
     python evaluate.py --ckpt work/model/best_model.pdparams --export work/inference   # + Paddle inference model
+    python evaluate.py --ckpt work/model/best_model.pdparams --export-onnx work/onnx    # + work/onnx/model.onnx
 
-Reports top-1 accuracy, the notebook's label-smoothed val loss and val accuracy, per-class accuracy, the
-throughput measured the notebook's way (images over the wall time of the whole test loop, data loading
-included; the notebook printed 403 on its GPU) and the model-only throughput (warm-up, then timed forward
-passes on a batch already on the device). On the CPU the forward passes run through Paddle Inference with oneDNN
-when it matches the eager model (``--backend``; uninext_paddle/inference.py): 2-3x faster, same logits up to float
-rounding.
+Reports top-1 accuracy, the notebook's label-smoothed val loss and val accuracy, per-class accuracy (one untimed
+pass), then the throughput the notebook's way: its bare loop over the test loader timed on its own (forward passes
+only, data loading included; the notebook printed ``Throughout:403`` on its GPU), printed verbatim and spelled
+out; and the model-only throughput (warm-up, then timed forward passes on a batch already on the device). On the
+CPU the forward passes run through ONNX Runtime or Paddle Inference with oneDNN when they match the eager model
+(``--backend``; uninext_paddle/backends.py): several times faster, same logits up to float rounding.
+
+``--data`` an image folder or list files: its val split is evaluated the same way, with the class names of the
+checkpoint (they must be the data's); ``--confusion`` draws the confusion matrix. ``--images`` predicts files
+instead: the top ``--topk`` classes of each, with their probabilities (no evaluation).
 """
 from __future__ import annotations
 
+import warnings
+
+# Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for this script.
+warnings.filterwarnings("ignore", message="No ccache found")
+
 import argparse
 import os
-import sys
+
+import numpy as np
+import paddle
 
 from uninext_paddle import LabelSmoothingCrossEntropy
-from uninext_paddle.checkpoint import atomic_write_json
-from uninext_paddle.cli import ArgumentParser, check_writable, fail, run_cli
-from uninext_paddle.data import CIFAR10_CLASSES, DEFAULT_DATA, build_test_transforms, load_cifar10
-from uninext_paddle.device import AMP_MODES, DEVICES, amp_context, select_device
+from uninext_paddle.backends import BACKENDS, BACKENDS_HELP, select_backend
+from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
+from uninext_paddle.cli import (ArgumentParser, about, add_checkpoint_flags, add_data_flags, add_device_flag,
+                                add_progress_flag, check_writable, fail, progress_wanted, run_cli)
+from uninext_paddle.data import load_val_split
+from uninext_paddle.device import AMP_MODES, amp_context, select_device
 from uninext_paddle.engine import evaluate
-from uninext_paddle.inference import (BACKENDS, check_export, export_model, load_model, model_throughput,
-                                     select_backend)
-from uninext_paddle.model import VARIANTS
-
-import paddle  # noqa: E402  (after uninext_paddle, which silences Paddle's import-time ccache warning)
+from uninext_paddle.export import check_export, check_onnx_export, export_model, export_onnx, onnx_modules
+from uninext_paddle.fileio import atomic_write_json
+from uninext_paddle.image_data import CIFAR10, RaisingDataLoader, collect_image_files, data_kind
+from uninext_paddle.plots import plot_confusion_matrix, save_figure
+from uninext_paddle.predict import check_class_names, image_files_dataset, predict_probabilities, top_k
+from uninext_paddle.runtime import tune_cpu_runtime
+from uninext_paddle.throughput import model_throughput, notebook_loop
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", default=os.path.join("work", "model", "best_model.pdparams"),
-                   help="model weights: a train.py checkpoint or the notebook's state_dict")
-    p.add_argument("--variant", default=None, choices=list(VARIANTS), help="UniNeXt variant; None: inferred from the weights' shapes")
-    p.add_argument("--data", default=DEFAULT_DATA, help="CIFAR-10 python tarball")
-    p.add_argument("--image-size", type=int, default=224, help="side the test images are resized to")
+    add_checkpoint_flags(p, os.path.join("work", "model", BEST_MODEL))
+    add_data_flags(p, data_help="the CIFAR-10 python tarball (its test split is evaluated), an image folder "
+                   "(DIR/val/<class>/*.jpg or DIR/test/...) or list files (DIR/val_list.txt, ...): its val split",
+                   image_size_help="side the test images are resized to")
+    p.add_argument("--images", nargs="+", default=None, metavar="PATH",
+                   help="predict these image files (a folder: its images, recursively) instead of evaluating "
+                        "--data: the --topk most probable classes of each")
+    p.add_argument("--topk", type=int, default=5, help="classes printed per --images file (at most all of them)")
     p.add_argument("--batch-size", type=int, default=128, help="test images per forward pass")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: the GPU when Paddle sees one")
+    add_device_flag(p)
     p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="what runs the forward passes: eager (the dynamic model), onednn (Paddle Inference with "
-                        "oneDNN, CPU), auto: onednn on the CPU when it matches the eager model, else eager")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKENDS_HELP)
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed forward passes before the model-only timing")
     p.add_argument("--timed-batches", type=int, default=10, help="forward passes timed for the model-only throughput")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every figure to PATH as JSON")
+    p.add_argument("--confusion", default=None, metavar="PNG",
+                   help="also draw the confusion matrix (normalised per true class) to PNG")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="also save a Paddle inference model (paddle.jit.save) to DIR and check it reloads")
+    p.add_argument("--export-onnx", default=None, metavar="DIR",
+                   help="also write DIR/model.onnx (paddle2onnx) and check it with onnxruntime")
+    add_progress_flag(p)
     return p
 
 
 def check_args(args: argparse.Namespace) -> None:
     """One clear line for values argparse's types let through."""
-    for name in ("image_size", "batch_size", "timed_batches"):
+    for name in ("image_size", "batch_size", "timed_batches", "topk"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("num_workers", "warmup_batches"):
@@ -62,59 +86,115 @@ def check_args(args: argparse.Namespace) -> None:
             fail(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
     if args.image_size < 16:
         fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
+    if args.images is not None:
+        evaluating = [flag for flag, value in (("--confusion", args.confusion), ("--export", args.export),
+                                               ("--export-onnx", args.export_onnx)) if value is not None]
+        if evaluating:
+            fail(f"{evaluating[0]} goes with the evaluation of --data, not with --images (which only predicts)")
 
 
-def write_json(path: str, report: dict) -> None:
-    """``report`` as JSON at ``path``, atomically; an unwritable place fails with one line."""
-    try:
-        atomic_write_json(report, path)
-    except OSError as err:
-        fail(f"cannot write --json {path}: {err.strerror or err}")
+def predict_files(args: argparse.Namespace, files: list[str], runner: paddle.nn.Layer, variant: str,
+                  names: list[str], device: str, backend: str) -> dict:
+    """``--images``: the ``--topk`` most probable classes of each file, printed one line per file; returns the
+    JSON report."""
+    loader = RaisingDataLoader(image_files_dataset(files, names, args.image_size), batch_size=args.batch_size,
+                               shuffle=False, num_workers=args.num_workers)
+    with about("--images"):  # a file that does not decode fails here, naming it
+        probabilities = predict_probabilities(runner, loader, args.amp, device)  # [files, classes]
+    tops = top_k(probabilities, names, args.topk)
+    print(f"UniNeXt-{variant} from {args.ckpt} on {device}: {len(files)} images at {args.image_size}x"
+          f"{args.image_size}, amp {args.amp}, backend {backend}; top {len(tops[0])} of {len(names)} classes")
+    for file, top in zip(files, tops):
+        print(f"{file}: " + ", ".join(f"{p.name} {p.probability:.4f}" for p in top))
+    return {"checkpoint": args.ckpt, "variant": variant, "num_classes": len(names), "classes": names,
+            "device": device, "amp": args.amp, "backend": backend, "image_size": args.image_size,
+            "predictions": [{"file": file, "top": [p._asdict() for p in top]} for file, top in zip(files, tops)]}
+
+
+def write_json(report: dict, path: str | None) -> None:
+    """``--json``: ``report`` written atomically to ``path`` (nothing when None)."""
+    if path is not None:
+        with about("--json"):
+            atomic_write_json(report, path)
+        print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     check_args(args)
-    if args.json is not None:
-        check_writable(os.path.dirname(os.path.abspath(args.json)), "--json")
+    for flag, path in (("--json", args.json), ("--confusion", args.confusion)):
+        if path is not None:
+            check_writable(os.path.dirname(os.path.abspath(path)), flag)
     if args.export is not None:
         check_writable(args.export, "--export")
+    if args.export_onnx is not None:
+        check_writable(args.export_onnx, "--export-onnx")
+        with about("--export-onnx"):
+            onnx_modules()  # paddle2onnx and onnxruntime are installed: known before the long passes
+    if args.images is not None:
+        with about("--images"):
+            files = collect_image_files(args.images)  # each one checked to be an image, before any work
 
     # ------------------------------------------------------------------------------------------------------
-    # setup: device, model, data
-    device = select_device(args.device)
-    amp_context(args.amp, device)  # rejects --amp fp16/bf16 where it cannot run, before any work
-    model, variant = load_model(args.ckpt, args.variant)
-    num_classes = int(model.num_classes)
-    runner, backend = select_backend(model, args.backend, device, args.image_size)
-    dataset = load_cifar10(args.data, "test", build_test_transforms(args.image_size))
-    loader = paddle.io.DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False,
-                                  num_workers=args.num_workers)
+    # setup: device (and on the CPU this process's settings), model and its class names, data, backend
+    with about("--device"):
+        device = select_device(args.device)
+    if device == "cpu":
+        print("CPU settings: " + ("; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"))
+    with about("--amp"):
+        amp_context(args.amp, device)  # rejects --amp fp16/bf16 where it cannot run, before any work
+    with about("--ckpt"):
+        model, variant = load_model(args.ckpt, args.variant)
+        names = load_class_names(args.ckpt, int(model.num_classes))
+    num_classes = len(names)
+    if args.images is None:
+        with about("--data"):
+            dataset, data_names = load_val_split(args.data, args.image_size)
+        with about("--ckpt"):
+            check_class_names(args.ckpt, names, args.data, data_names)
+    with about("--backend"):
+        runner, backend = select_backend(model, args.backend, device, args.image_size)
+    if args.images is not None:
+        write_json(predict_files(args, files, runner, variant, names, device, backend), args.json)
+        return
+    cifar = data_kind(args.data) == CIFAR10
+    # image files can be unreadable: that loader reports the file instead of hanging (image_data.py)
+    loader_type = paddle.io.DataLoader if cifar else RaisingDataLoader
+    loader = loader_type(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False,
+                         num_workers=args.num_workers)
+    progress = progress_wanted(args.progress)
 
     # ------------------------------------------------------------------------------------------------------
-    # the notebook's validation pass, timed as the notebook timed it: the whole loop, data loading included
-    stats = evaluate(runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
-                     num_classes=num_classes, progress=sys.stderr.isatty())
-    loop_throughput = stats["images"] / stats["seconds"]
+    # the notebook's validation pass (accuracy, loss, per class); untimed: its loss and metrics are not the
+    # notebook's timed loop
+    with about("--data"):
+        stats = evaluate(runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
+                         num_classes=num_classes, progress=progress)
+    confusion = np.asarray(stats["confusion"])
+
+    # the notebook's throughput: its bare loop over the test loader, timed on its own
+    loop = notebook_loop(runner, loader, args.amp, device, progress)
 
     # model-only: the forward pass on one device-resident batch, repeated
     images = next(iter(loader))[0]
     forward_throughput = model_throughput(runner, images, device, args.amp, args.warmup_batches, args.timed_batches)
 
-    names = CIFAR10_CLASSES if num_classes == len(CIFAR10_CLASSES) else [str(c) for c in range(num_classes)]
     per_class = {name: {"correct": c, "total": t, "acc": c / t if t else None}
                  for name, c, t in zip(names, stats["per_class_correct"], stats["per_class_total"])}
-    print(f"UniNeXt-{variant} from {args.ckpt} on {device}: CIFAR-10 test, {stats['images']} images at "
+    split = "CIFAR-10 test" if cifar else f"{args.data} val split"
+    print(f"UniNeXt-{variant} from {args.ckpt} on {device}: {split}, {stats['images']} images at "
           f"{args.image_size}x{args.image_size}, batch {args.batch_size}, amp {args.amp}, backend {backend}")
     print(f"top-1 accuracy: {stats['top1'] * 100:.2f}% ({stats['correct']}/{stats['total']})")
     print(f"val acc as the notebook computes it (mean of per-batch accuracies): {stats['acc'] * 100:.2f}%")
     print(f"val loss as the notebook computes it (label-smoothed CE): {stats['loss']:.4f}")
     print("per-class accuracy:")
+    width = max(10, *map(len, names))  # CIFAR-10's column as before
     for name, row in per_class.items():
         acc = f"{row['acc'] * 100:6.2f}%" if row["total"] else "    n/a"
-        print(f"  {name:<10} {acc} ({row['correct']}/{row['total']})")
-    print(f"throughput, the notebook's way (test loop incl. data loading): {loop_throughput:.1f} images/s "
-          f"({stats['images']} images in {stats['seconds']:.2f} s)")
+        print(f"  {name:<{width}} {acc} ({row['correct']}/{row['total']})")
+    print(loop.notebook_line())
+    print(f"throughput, the notebook's way (its loop over the test loader: forward passes, data loading "
+          f"included): {loop.images_per_s:.1f} images/s ({loop.images} images in {loop.seconds:.2f} s)")
     print(f"model-only throughput (batch of {images.shape[0]} on {device}, {args.warmup_batches} warm-up + "
           f"{args.timed_batches} timed): {forward_throughput:.1f} images/s")
 
@@ -123,23 +203,35 @@ def main(argv: list[str] | None = None) -> None:
         "amp": args.amp, "backend": backend, "image_size": args.image_size, "batch_size": args.batch_size,
         "images": stats["images"], "correct": stats["correct"], "top1": stats["top1"],
         "notebook_val_acc": stats["acc"], "notebook_val_loss": stats["loss"], "per_class": per_class,
-        "throughput": {"loop_images_per_s": loop_throughput, "loop_seconds": stats["seconds"],
+        "data": args.data, "classes": names, "confusion_matrix": confusion.tolist(),  # rows: true, columns: predicted
+        "throughput": {"notebook_line": loop.notebook_line(), "notebook_loop_images_per_s": loop.images_per_s,
+                       "notebook_loop_images": loop.images, "notebook_loop_seconds": loop.seconds,
                        "model_images_per_s": forward_throughput, "model_batch": int(images.shape[0]),
                        "warmup_batches": args.warmup_batches, "timed_batches": args.timed_batches},
     }
 
     # ------------------------------------------------------------------------------------------------------
-    # export: a static graph for any batch size, reloaded and checked against the dynamic model
+    # exports: a static graph / an ONNX model for any batch size, loaded back and checked against the checkpoint
     if args.export is not None:
-        prefix = export_model(model, args.export, args.image_size)
-        max_diff = check_export(prefix, model, images.to(device))
+        with about("--export"):
+            prefix = export_model(model, args.export, args.image_size)
+            max_diff = check_export(prefix, model, images.to(device))
         print(f"exported to {prefix}.json/.pdiparams; reloaded with paddle.jit.load, same predictions on "
               f"{images.shape[0]} images (largest logit difference {max_diff:.2e})")
         report["export"] = {"prefix": prefix, "checked_images": int(images.shape[0]), "max_logit_diff": max_diff}
+    if args.export_onnx is not None:
+        with about("--export-onnx"):
+            path = export_onnx(model, args.export_onnx, args.image_size)
+            max_diff = check_onnx_export(path, model, images.to(device))
+        print(f"exported to {path}; loaded with onnxruntime, same predictions on {images.shape[0]} images "
+              f"(largest logit difference {max_diff:.2e})")
+        report["export_onnx"] = {"path": path, "checked_images": int(images.shape[0]), "max_logit_diff": max_diff}
 
-    if args.json is not None:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
+    if args.confusion is not None:
+        with about("--confusion"):
+            figure = plot_confusion_matrix(confusion, names, title=f"UniNeXt-{variant}, {split}")
+            print(f"wrote {save_figure(figure, args.confusion)}")
+    write_json(report, args.json)
 
 
 if __name__ == "__main__":

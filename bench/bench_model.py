@@ -4,9 +4,9 @@ Rows: forward at 224 (batch 8), forward at 32 (batch 64), one train step at 32 (
 Adam lr 1e-4 wd 1e-5 on LabelSmoothingCrossEntropy), evaluate.py's test loop end to end at 32, and the
 notebook's data transforms at 224 on one worker. Each model row is warmed up, timed ``--reps`` times and
 the median reported; the contestants alternate within each repetition so machine noise hits all alike.
-Contestants: the notebook's code, the port (eager), the port through Paddle Inference with oneDNN (forward
-rows and the evaluate loop: what evaluate.py and visualize.py run on the CPU), and with ``--ablate`` the port
-with each fast path (uninext_paddle/fastpath.py) switched off.
+Contestants: the notebook's code, the port (eager), the port through each compiled backend (Paddle Inference
+with oneDNN, ONNX Runtime; forward rows and the evaluate loop: what evaluate.py and visualize.py run on the CPU,
+ONNX Runtime first), and with ``--ablate`` the port with each fast path (uninext_paddle/fastpath.py) switched off.
 
 ``--runtime`` sets the process: ``default`` is Paddle as it comes (as the notebook runs), ``tuned`` applies
 ``uninext_paddle.runtime.tune_cpu_runtime`` first (as the port's scripts do on the CPU; every contestant gets
@@ -41,11 +41,13 @@ paddle.set_device("cpu")
 import uninext_paddle as up  # noqa: E402
 from tests.notebook import notebook_model as nb  # noqa: E402  (the notebook's code, the reference)
 from uninext_paddle import fastpath  # noqa: E402
-from uninext_paddle.inference import compile_onednn  # noqa: E402
+from uninext_paddle.backends import compile_onednn, compile_onnxruntime  # noqa: E402
 from uninext_paddle.runtime import tune_cpu_runtime  # noqa: E402
 
 RUNTIMES = ("both", "default", "tuned")
-ONEDNN = "port, onednn"
+ONEDNN, ONNXRUNTIME = "port, onednn", "port, onnxruntime"
+# contestant -> how the port is compiled for it (inference rows only); ONNXRUNTIME is what --backend auto picks
+COMPILED = {ONEDNN: compile_onednn, ONNXRUNTIME: compile_onnxruntime}
 
 # (row name, image side, batch, train step?)
 MODEL_ROWS = [("forward 224 b8", 224, 8, False), ("forward 32 b64", 32, 64, False),
@@ -87,7 +89,7 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
     # contestant name -> (model, context manager factory switching fast paths off)
     contestants: dict[str, tuple[paddle.nn.Layer, Callable[[], Any]]] = {
         "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext),
-        ONEDNN: (port, contextlib.nullcontext)}  # compiled per row below, for the row's image size
+        **{name: (port, contextlib.nullcontext) for name in COMPILED}}  # compiled per row below, for its size
     if ablate:
         for name in fastpath.FASTPATHS:
             contestants[f"port, no {name}"] = (port, lambda name=name: fastpath.disabled(name))
@@ -101,10 +103,11 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
         result: dict[str, Any] = {"row": row, "batch": batch, "max_abs_logit_diff": diff, "ips": {}}
         runs = {}
         for name, (model, ctx) in contestants.items():
-            if name == ONEDNN:
+            if name in COMPILED:
                 if not train:  # inference only
-                    compiled = compile_onednn(port, size)
-                    result["max_abs_onednn_diff"] = float((compiled(x) - port(x)).abs().max())
+                    compiled = COMPILED[name](port, size)
+                    with paddle.no_grad():
+                        result[f"max_abs_diff {name}"] = float((compiled(x) - port(x)).abs().max())
                     runs[name] = (forward_fn(compiled, x), ctx)
             elif train:
                 # each contestant trains its own copy, from the same weights, so the steps stay comparable
@@ -131,8 +134,8 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
 def bench_evaluate(variant: str, images: int, reps: int) -> dict[str, Any]:
     """``evaluate.py``'s test loop (``engine.evaluate``: data loading, test transforms at 32, forward, loss and
     metrics; batch 64, no workers) over a CIFAR-format tarball of ``images`` test images, for the notebook's
-    model, the port and the port through oneDNN on the same weights; images/s the notebook's way (whole loop,
-    wall time)."""
+    model, the port and the port through each compiled backend on the same weights; images/s the notebook's way
+    (whole loop, wall time)."""
     from pathlib import Path
 
     from tests.cifar_fixture import make_cifar_tarball
@@ -150,18 +153,18 @@ def bench_evaluate(variant: str, images: int, reps: int) -> dict[str, Any]:
         port.set_state_dict(notebook.state_dict())
         criterion = up.LabelSmoothingCrossEntropy()
         port.eval()
-        contestants = {"notebook": notebook, "port": port, ONEDNN: compile_onednn(port, 32)}
+        contestants = {"notebook": notebook, "port": port, **{name: fn(port, 32) for name, fn in COMPILED.items()}}
         seconds: dict[str, list[float]] = {name: [] for name in contestants}
         results = {}
         for _ in range(reps):
             for name, model in contestants.items():
                 results[name] = evaluate(model, loader, criterion)
                 seconds[name].append(results[name]["seconds"])
-    assert results["notebook"]["correct"] == results["port"]["correct"] == results[ONEDNN]["correct"]
+    assert len({result["correct"] for result in results.values()}) == 1
     ips = {name: len(dataset) / statistics.median(ts) for name, ts in seconds.items()}
     return {"row": "evaluate loop 32 b64", "batch": 64, "ips": ips,
             "max_abs_logit_diff": abs(results["notebook"]["loss"] - results["port"]["loss"]),
-            "max_abs_onednn_diff": abs(results["port"]["loss"] - results[ONEDNN]["loss"])}
+            **{f"max_abs_diff {name}": abs(results["port"]["loss"] - results[name]["loss"]) for name in COMPILED}}
 
 
 def bench_transforms(image_size: int, images: int) -> dict[str, float]:
@@ -222,12 +225,12 @@ def run_both(argv: list[str]) -> None:
                            check=True)
             with open(path) as f:
                 reports[runtime] = json.load(f)
-    print("\nAs shipped: the port in the tuned process (evaluate.py/visualize.py: oneDNN; train.py: eager) against "
-          "the notebook's code in the default process")
+    print("\nAs shipped: the port in the tuned process (evaluate.py/visualize.py: ONNX Runtime; train.py: eager) "
+          "against the notebook's code in the default process")
     print("| row | notebook (Paddle as is) img/s | port as shipped img/s | port / notebook | of which the code "
           "(same process settings) | notebook, tuned process |")
     for default_row, tuned_row in zip(reports["default"]["rows"], reports["tuned"]["rows"]):
-        shipped = tuned_row["ips"].get(ONEDNN, tuned_row["ips"]["port"])
+        shipped = tuned_row["ips"].get(ONNXRUNTIME, tuned_row["ips"]["port"])
         notebook = default_row["ips"]["notebook"]
         print(f"| {default_row['row']} | {notebook:.1f} | {shipped:.1f} | **{shipped / notebook:.2f}x** | "
               f"{default_row['ips']['port'] / notebook:.2f}x default, "

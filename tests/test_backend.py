@@ -1,7 +1,10 @@
-"""The oneDNN backend of evaluate.py and visualize.py (inference.select_backend): Paddle Inference's program
-gives the eager model's logits, including on maps that pad to one window, where Paddle 3.3.1 fusion passes
-miscompute them or fail, and a compiled model that disagrees or fails is never used."""
+"""The backends of evaluate.py and visualize.py (backends.select_backend): Paddle Inference with oneDNN and ONNX
+Runtime give the eager model's logits, including on maps that pad to one window, where Paddle 3.3.1 fusion passes
+miscompute them or fail; a compiled model that disagrees or fails is never used; ``auto`` tries onnxruntime, then
+onednn, then takes the eager model, and says why it skipped each."""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import paddle
@@ -9,8 +12,8 @@ import pytest
 
 import uninext_paddle as up
 from tests.conftest import TINY, rel_err
-from uninext_paddle import inference
-from uninext_paddle.cli import CliError
+from uninext_paddle import backends
+from uninext_paddle.errors import ConfigError, DeviceError
 
 
 def tiny_model(seed: int = 0) -> up.UniNeXt:
@@ -20,11 +23,20 @@ def tiny_model(seed: int = 0) -> up.UniNeXt:
     return model
 
 
-@pytest.mark.parametrize("size", [32, 56])  # 32: stages 2-4 pad to one window; 56: 14, 7, 4, 2 maps
-def test_onednn_gives_the_eager_logits_for_any_batch(size):
-    model = tiny_model()
-    runner, backend = inference.select_backend(model, "auto", "cpu", size)
-    assert backend == "onednn" and isinstance(runner, inference.OneDNNModel)
+@pytest.fixture
+def no_onnxruntime(monkeypatch):
+    """onnxruntime as if it were not installed: importing it raises ImportError."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+
+
+@pytest.fixture
+def broken_onednn(monkeypatch):
+    """Paddle Inference with oneDNN with one of the fusion passes select_backend removes put back: the program then
+    gets the one-window attention at 32x32 wrong, by ~0.3 in the logits."""
+    monkeypatch.setattr(backends, "_BROKEN_ONEDNN_PASSES", ("operator_reshape_onednn_fuse_pass",))
+
+
+def assert_gives_eager_logits(model: up.UniNeXt, runner: paddle.nn.Layer, size: int) -> None:
     for batch in (1, 5):  # the exported batch dimension is dynamic
         x = paddle.randn([batch, 3, size, size])
         with paddle.no_grad():
@@ -33,27 +45,100 @@ def test_onednn_gives_the_eager_logits_for_any_batch(size):
         assert rel_err(expected.numpy(), got.numpy()) < 1e-5
 
 
-def test_a_compiled_model_that_disagrees_or_fails_is_not_used(monkeypatch, capsys):
-    # select_backend removes two of Paddle 3.3.1's oneDNN fusion passes. With the matmul one back, the program
-    # gets the one-window attention wrong: the probe check must catch that.
-    monkeypatch.setattr(inference, "_BROKEN_ONEDNN_PASSES", ("operator_reshape_onednn_fuse_pass",))
+@pytest.mark.parametrize("size", [32, 56])  # 32: stages 2-4 pad to one window; 56: 14, 7, 4, 2 maps
+def test_auto_takes_onnxruntime_which_gives_the_eager_logits_for_any_batch(size, capsys):
     model = tiny_model()
-    runner, backend = inference.select_backend(model, "auto", "cpu", 32)
-    assert runner is model and backend == "eager"
-    assert "gives other logits than the model" in capsys.readouterr().err
-    with pytest.raises(CliError, match="gives other logits than the model.*; use --backend eager"):
-        inference.select_backend(model, "onednn", "cpu", 32)
-    # with the reshape one back too, the predictor does not even build (a 5-axis transpose of a 4-D tensor)
-    monkeypatch.setattr(inference, "_BROKEN_ONEDNN_PASSES", ())
-    assert inference.select_backend(model, "auto", "cpu", 32) == (model, "eager")
-    assert "Paddle Inference with oneDNN failed (ValueError" in capsys.readouterr().err
+    runner, backend = backends.select_backend(model, "auto", "cpu", size)
+    assert backend == "onnxruntime" and isinstance(runner, backends.OnnxRuntimeModel)
+    assert capsys.readouterr().err == ""  # nothing skipped, nothing to say
+    assert_gives_eager_logits(model, runner, size)
+
+
+@pytest.mark.parametrize("size", [32, 56])
+def test_onednn_gives_the_eager_logits_for_any_batch(size):
+    model = tiny_model()
+    runner, backend = backends.select_backend(model, "onednn", "cpu", size)
+    assert backend == "onednn" and isinstance(runner, backends.OneDNNModel)
+    assert_gives_eager_logits(model, runner, size)
+
+
+def test_auto_falls_back_to_onednn_without_onnxruntime(no_onnxruntime, capsys):
+    model = tiny_model()
+    runner, backend = backends.select_backend(model, "auto", "cpu", 32)
+    assert backend == "onednn" and isinstance(runner, backends.OneDNNModel)
+    err = capsys.readouterr().err
+    assert err.startswith("note: running onednn; skipped onnxruntime: onnxruntime is not installed")
+    assert err.count("\n") == 1
+
+
+def test_a_model_paddle2onnx_cannot_convert_falls_back_to_onednn(monkeypatch, capsys):
+    import paddle2onnx.convert
+
+    def unsupported(*args: object) -> bytes:
+        raise RuntimeError("no converter for pd_op.fancy")
+
+    monkeypatch.setattr(paddle2onnx.convert.c_p2o, "export", unsupported)
+    model = tiny_model()
+    runner, backend = backends.select_backend(model, "auto", "cpu", 32)
+    assert backend == "onednn"
+    assert capsys.readouterr().err == ("note: running onednn; skipped onnxruntime: paddle2onnx 2.1.0 cannot convert "
+                                       "the model (Failed to convert PaddlePaddle model: no converter for "
+                                       "pd_op.fancy.)\n")
+
+
+def test_a_compiled_model_that_disagrees_is_not_used(monkeypatch, broken_onednn, capsys):
+    model = tiny_model()
+    with pytest.raises(DeviceError, match="Paddle Inference with oneDNN gives other logits than the model"):
+        backends.select_backend(model, "onednn", "cpu", 32)
+    # ONNX Runtime's runner made to answer wrong logits: the probe check catches it too
+    right = backends.OnnxRuntimeModel.forward
+    monkeypatch.setattr(backends.OnnxRuntimeModel, "forward", lambda self, x: right(self, x) * 1.01)
+    with pytest.raises(DeviceError, match=r"ONNX Runtime gives other logits than the model \(largest difference"):
+        backends.select_backend(model, "onnxruntime", "cpu", 32)
+    # so auto, after both, runs the eager model, and says in one line why it skipped each
+    assert backends.select_backend(model, "auto", "cpu", 32) == (model, "eager")
+    err = capsys.readouterr().err
+    assert err.startswith("note: running the eager model; skipped onnxruntime: ONNX Runtime gives other logits")
+    assert "; onednn: Paddle Inference with oneDNN gives other logits" in err and err.count("\n") == 1
+
+
+def test_a_compiled_model_that_fails_is_not_used(monkeypatch, no_onnxruntime, capsys):
+    # with the reshape fusion pass back too, the predictor does not even build (a 5-axis transpose of a 4-D tensor)
+    monkeypatch.setattr(backends, "_BROKEN_ONEDNN_PASSES", ())
+    model = tiny_model()
+    assert backends.select_backend(model, "auto", "cpu", 32) == (model, "eager")
+    assert "onednn: Paddle Inference with oneDNN failed (ValueError" in capsys.readouterr().err
+    with pytest.raises(DeviceError, match="^onnxruntime is not installed .*; pip install -r requirements.txt$"):
+        backends.select_backend(model, "onnxruntime", "cpu", 32)
+
+
+def test_probe_difference_measures_the_largest_logit_difference():
+    model = tiny_model()
+    assert backends.probe_difference(model, model, 32) == (0.0, True)
+    shifted = tiny_model()
+    with paddle.no_grad():
+        shifted.head.bias.set_value(shifted.head.bias + 0.5)  # every logit moves by exactly 0.5
+    diff, close = backends.probe_difference(model, shifted, 32)
+    assert diff == pytest.approx(0.5, rel=1e-6) and not close
 
 
 def test_eager_and_gpu_choices():
     model = tiny_model()
-    assert inference.select_backend(model, "eager", "cpu", 32) == (model, "eager")
-    assert inference.select_backend(model, "auto", "gpu:0", 32) == (model, "eager")  # cuDNN there
-    with pytest.raises(CliError, match="--backend onednn runs on the CPU, not gpu:0"):
-        inference.select_backend(model, "onednn", "gpu:0", 32)
-    with pytest.raises(CliError, match="unknown backend 'tensorrt'"):
-        inference.select_backend(model, "tensorrt", "cpu", 32)
+    assert backends.select_backend(model, "eager", "cpu", 32) == (model, "eager")
+    assert backends.select_backend(model, "auto", "gpu:0", 32) == (model, "eager")  # cuDNN there
+    for backend in ("onednn", "onnxruntime"):
+        with pytest.raises(DeviceError, match=f"the {backend} backend runs on the CPU, not on gpu:0"):
+            backends.select_backend(model, backend, "gpu:0", 32)
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
+        backends.select_backend(model, "tensorrt", "cpu", 32)
+
+
+def test_the_onnxruntime_runner_is_called_like_the_model():
+    model = tiny_model()
+    runner = backends.compile_onnxruntime(model, 32)
+    x = paddle.to_tensor(np.random.RandomState(1).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    logits = runner(x)
+    assert isinstance(logits, paddle.Tensor) and logits.dtype == paddle.float32 and logits.shape == [3, 10]
+    options = runner._session.get_session_options()
+    assert options.intra_op_num_threads == backends.ONNXRUNTIME_THREADS == 0  # one per physical core
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads sleep

@@ -1,23 +1,26 @@
 """evaluate.py on UniNeXt-T at 32x32 over a tiny CIFAR-format tarball: the figures against an independent
-computation with the notebook's own model code, the JSON, the static export, and one-line errors."""
+computation with the notebook's own model code, the notebook's throughput line, the JSON, the exports (Paddle and
+ONNX), and one-line errors. On your own data: an image folder's per-class accuracy by name and confusion matrix,
+the top k of image files against the eager model, and the errors of either."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import types
 
+import matplotlib.image as mpimg
 import numpy as np
 import paddle
 import pytest
 
 import evaluate
-import uninext_paddle as up
 from tests.cifar_fixture import make_cifar_tarball
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT
+from tests.own_data_fixture import NAMES, eager_probabilities, make_own_data
+from uninext_paddle.checkpoint import save_class_names
 from uninext_paddle.cli import CliError
 from uninext_paddle.data import build_test_transforms, load_cifar10
-from uninext_paddle.inference import check_export, export_model
 
 SIZE = 32
 
@@ -58,10 +61,11 @@ def notebook_validation(nb, model, data: str, batch_size: int) -> dict:
             "per_class_correct": np.bincount(truth[pred == truth], minlength=10).tolist()}
 
 
-def test_figures_json_and_export_match_the_notebook_model(files, capsys, nb):
+def test_figures_json_and_exports_match_the_notebook_model(files, capsys, nb):
     out = files["folder"] / "run"
-    evaluate.main(args_for(files, "--json", str(out / "eval.json"), "--export", str(out / "inference")))
-    printed = capsys.readouterr().out
+    evaluate.main(args_for(files, "--json", str(out / "eval.json"), "--export", str(out / "inference"),
+                           "--export-onnx", str(out / "onnx"), "--progress"))
+    printed, bars = capsys.readouterr()
     report = json.loads((out / "eval.json").read_text())
     expected = notebook_validation(nb, files["model"], files["data"], batch_size=8)
 
@@ -70,40 +74,33 @@ def test_figures_json_and_export_match_the_notebook_model(files, capsys, nb):
     assert [row["correct"] for row in report["per_class"].values()] == expected["per_class_correct"]
     assert list(report["per_class"]) == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                                          "ship", "truck"] and all(r["total"] == 2 for r in report["per_class"].values())
+    assert report["classes"] == list(report["per_class"])
+    assert np.diagonal(report["confusion_matrix"]).tolist() == expected["per_class_correct"]
+    assert np.sum(report["confusion_matrix"], axis=1).tolist() == [2] * 10
     assert report["notebook_val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
     assert report["notebook_val_acc"] == pytest.approx(expected["acc"], rel=1e-6)
-    # the CPU default runs Paddle Inference with oneDNN: the figures above are the notebook model's all the same
+    # the CPU default runs ONNX Runtime: the figures above are the notebook model's all the same
     assert {k: report[k] for k in ("variant", "device", "image_size", "batch_size", "amp", "backend")} == \
-        {"variant": "T", "device": "cpu", "image_size": SIZE, "batch_size": 8, "amp": "off", "backend": "onednn"}
-    assert report["throughput"]["loop_images_per_s"] > 0 and report["throughput"]["model_images_per_s"] > 0
+        {"variant": "T", "device": "cpu", "image_size": SIZE, "batch_size": 8, "amp": "off", "backend": "onnxruntime"}
+    assert printed.startswith("CPU settings: ")  # the script applies them on the CPU and says which
+    assert "\rval:" in bars and "\rtimed loop:" in bars  # --progress, although stderr is no terminal
     assert f"top-1 accuracy: {expected['correct'] / 20 * 100:.2f}% ({expected['correct']}/20)" in printed
 
-    # --export wrote the program, loaded it back and found the same predictions (its round trip is tested below)
+    # the notebook's timed loop: its own line, verbatim, from the loop's own clock, and the plain one
+    timing = report["throughput"]
+    assert timing["notebook_loop_images"] == 20 and timing["notebook_loop_seconds"] > 0
+    assert timing["notebook_line"] == f"Throughout:{int(20 // timing['notebook_loop_seconds'])}"
+    assert f"\n{timing['notebook_line']}\n" in printed
+    assert f"{timing['notebook_loop_images_per_s']:.1f} images/s (20 images in " in printed
+    assert timing["model_images_per_s"] > 0 and timing["model_batch"] == 8
+
+    # --export and --export-onnx wrote the models, loaded them back and found the same predictions
+    # (their round trips are tested in test_export.py)
     assert (out / "inference" / "inference.json").is_file() and (out / "inference" / "inference.pdiparams").is_file()
     assert report["export"]["checked_images"] == 8 and report["export"]["max_logit_diff"] < 1e-4
-
-
-def test_export_round_trip_predicts_what_the_dynamic_model_predicts(files, tmp_path):
-    paddle.seed(1)
-    model = up.UniNeXt(num_classes=10, **TINY)
-    model.eval()
-    prefix = export_model(model, str(tmp_path / "export"), SIZE)
-    assert isinstance(model.forward, types.MethodType)  # still the dynamic model: to_static converted a copy
-    program = open(prefix + ".json").read()
-    assert "depthwise_conv2d" in program and "addmm" not in program  # Paddle's ops, not the CPU fast paths
-    exported = paddle.jit.load(prefix)
-    exported.eval()
-    images = paddle.to_tensor(np.stack([np.asarray(x) for x, _ in
-                                        load_cifar10(files["data"], "test", build_test_transforms(SIZE))]))
-    for batch in (images[:1], images[:7], images):  # the batch dimension stays dynamic
-        expected, got = model(batch).numpy(), exported(batch).numpy()
-        assert np.array_equal(got.argmax(-1), expected.argmax(-1))
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    assert check_export(prefix, model, images) < 1e-4
-    with paddle.no_grad():
-        model.head.weight.set_value(-model.head.weight)  # the checkpoint and the export now disagree
-    with pytest.raises(CliError, match="predicts other classes than the checkpoint"):
-        check_export(prefix, model, images)
+    assert report["export_onnx"] == {"path": str(out / "onnx" / "model.onnx"), "checked_images": 8,
+                                     "max_logit_diff": report["export_onnx"]["max_logit_diff"]}
+    assert (out / "onnx" / "model.onnx").is_file() and report["export_onnx"]["max_logit_diff"] < 1e-4
 
 
 def fails_with(message: str, argv: list[str]) -> None:
@@ -118,10 +115,10 @@ def fails_with(message: str, argv: list[str]) -> None:
     (["--image-size", "8"], "--image-size 8 is too small"),
     (["--warmup-batches", "-1"], "--warmup-batches must not be negative"),
     (["--amp", "fp32"], "invalid choice: 'fp32'"),
-    (["--amp", "fp16"], "--amp fp16 needs a GPU"),
+    (["--amp", "fp16"], "--amp: mixed precision fp16 needs a GPU"),
     (["--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
     (["--timed-batches", "many"], "invalid int value"),
-    (["--variant", "S"], "does not fit UniNeXt-S: .* of another shape"),
+    (["--variant", "S"], "--ckpt: .* does not fit UniNeXt-S: .* of another shape"),
 ])
 def test_bad_flags(files, flags, message):
     fails_with(message, args_for(files, *flags))
@@ -132,6 +129,7 @@ def test_bad_files(files, tmp_path):
     (tmp_path / "blocker").write_text("a file where a folder should be")
     fails_with("cannot write to --json", args_for(files, "--json", str(tmp_path / "blocker" / "e.json")))
     fails_with("cannot write to --export", args_for(files, "--export", str(tmp_path / "blocker")))
+    fails_with("cannot write to --export-onnx", args_for(files, "--export-onnx", str(tmp_path / "blocker")))
     fails_with("CIFAR-10 not found", args_for(files, "--data", str(tmp_path / "none.tar.gz")))
 
 
@@ -141,4 +139,95 @@ def test_script_reports_a_corrupt_checkpoint_without_traceback(files, tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", *args_for(files, "--ckpt", str(corrupt))], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"error: checkpoint {corrupt} is not a readable Paddle file")
+    assert result.stderr.startswith(f"error: --ckpt: checkpoint {corrupt} is not a readable Paddle file")
+
+
+def test_onnx_needs_onnxruntime_and_says_so_in_one_line(files, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    fails_with(r"^--backend: onnxruntime is not installed \(.*\); pip install -r requirements.txt$",
+               args_for(files, "--backend", "onnxruntime"))
+    # --export-onnx finds out before the passes over the test split
+    fails_with(r"^--export-onnx: onnxruntime is not installed", args_for(files, "--export-onnx", str(tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """A 3-class image folder and a UniNeXt-T checkpoint with its class names beside it."""
+    return make_own_data(tmp_path_factory.mktemp("own"))
+
+
+def own_args(own, *extra: str) -> list[str]:
+    return ["--ckpt", own["ckpt"], "--image-size", str(SIZE), "--batch-size", "4", "--num-workers", "0",
+            "--device", "cpu", "--backend", "eager", "--warmup-batches", "0", "--timed-batches", "1", *extra]
+
+
+def test_an_image_folder_gives_per_class_accuracy_by_name_and_a_confusion_matrix(own, tmp_path, capsys):
+    report_path, png = tmp_path / "eval.json", tmp_path / "confusion.png"
+    evaluate.main(own_args(own, "--data", own["data"], "--json", str(report_path), "--confusion", str(png)))
+    printed = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    truth = np.array([label for _, label in own["val"]])
+    predicted = eager_probabilities(own["model"], [path for path, _ in own["val"]], SIZE).argmax(1)
+    expected = [[int(sum((truth == t) & (predicted == p))) for p in range(3)] for t in range(3)]
+
+    assert report["classes"] == NAMES and report["confusion_matrix"] == expected  # rows: true, columns: predicted
+    assert {name: (row["correct"], row["total"]) for name, row in report["per_class"].items()} == \
+        {name: (expected[i][i], 3) for i, name in enumerate(NAMES)}
+    assert report["correct"] == int((truth == predicted).sum()) and report["images"] == 9
+    assert report["data"] == own["data"] and report["num_classes"] == 3 and report["backend"] == "eager"
+    assert f": {own['data']} val split, 9 images at 32x32" in printed
+    assert f"\n  zero       {expected[2][2] / 3 * 100:6.2f}% ({expected[2][2]}/3)\n" in printed
+    assert f"wrote {png}\n" in printed
+    pixels = mpimg.imread(png)[..., :3]
+    assert min(pixels.shape[:2]) > 300 and pixels.std() > 0.05  # a real heat map, not a blank page
+
+
+def test_images_give_the_top_k_of_the_models_softmax(own, tmp_path, capsys):
+    single = own["val"][3][0]  # a file of class "two", then a folder expanded to its images
+    report_path = tmp_path / "predictions.json"
+    evaluate.main(own_args(own, "--images", single, f"{own['data']}/val/zero", "--topk", "5",
+                           "--json", str(report_path)))
+    printed = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    files = [single] + [path for path, label in own["val"] if label == 2]
+    expected = eager_probabilities(own["model"], files, SIZE)  # [4, 3]
+
+    assert [row["file"] for row in report["predictions"]] == files
+    for row, probabilities in zip(report["predictions"], expected):
+        assert len(row["top"]) == 3  # --topk 5, capped at the 3 classes
+        assert [p["index"] for p in row["top"]] == np.argsort(-probabilities).tolist()
+        assert [p["name"] for p in row["top"]] == [NAMES[p["index"]] for p in row["top"]]
+        np.testing.assert_allclose([p["probability"] for p in row["top"]], np.sort(probabilities)[::-1], rtol=1e-5)
+    assert report["classes"] == NAMES and report["image_size"] == SIZE and "top1" not in report  # no evaluation
+    top = report["predictions"][0]["top"]
+    assert f"\n{single}: {top[0]['name']} {top[0]['probability']:.4f}, {top[1]['name']} " in printed
+    assert "top 3 of 3 classes" in printed
+
+
+def test_own_data_errors_are_one_line_and_write_nothing(own, files, tmp_path):
+    report_path = tmp_path / "out" / "r.json"
+
+    def fails_on_own(message: str, *flags: str) -> None:
+        fails_with(message, own_args(own, *flags, "--json", str(report_path)))
+        assert not report_path.exists()
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    fails_on_own(rf"^--images: {notes}: not an image \(UnidentifiedImageError", "--images", own["val"][0][0],
+                 str(notes))
+    fails_on_own(r"^--images: .*missing.png does not exist$", "--images", str(tmp_path / "missing.png"))
+    fails_on_own("--confusion goes with the evaluation of --data, not with --images", "--images", own["val"][0][0],
+                 "--confusion", str(tmp_path / "c.png"))
+    fails_on_own("--topk must be positive, got 0", "--images", own["val"][0][0], "--topk", "0")
+    # the CIFAR-10 checkpoint's head has 10 classes
+    fails_with(rf"^--ckpt: {files['ckpt']} has a head of 10 classes but {own['data']} has 3 classes$",
+               own_args(own, "--data", own["data"], "--ckpt", files["ckpt"]))
+    renamed = tmp_path / "renamed.pdparams"
+    shutil.copy(own["ckpt"], renamed)
+    save_class_names(str(renamed), ["one", "two", "three"])
+    fails_on_own(rf"^--ckpt: {renamed} was trained on other classes than {own['data']} holds: class 2 is 'three' "
+                 r"for the weights \(from .*renamed.classes.json\), 'zero' in the data$",
+                 "--data", own["data"], "--ckpt", str(renamed))
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    fails_on_own(r"^--data: .*empty/val has no class folders", "--data", str(tmp_path / "empty"))

@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 import pytest
 from sklearn.linear_model import Ridge
+from tqdm import tqdm
 
 import uninext_paddle as up
 from tests.conftest import TINY
@@ -82,7 +83,7 @@ def test_interpretdl_needs_the_shim_and_gets_it_only_inside_the_block():
     assert len(weights) == X.shape[1] and 0 < score <= 1
 
 
-def test_lime_explains_a_uninext_image():
+def test_lime_explains_a_uninext_image(capsys):
     paddle.seed(0)
     model = up.UniNeXt(num_classes=10, **TINY)
     # four flat quadrants: quickshift finds several superpixels, unlike on noise
@@ -91,6 +92,7 @@ def test_lime_explains_a_uninext_image():
         (.2, .2, .9), (.9, .9, .1)
     image = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).astype(np.float32)
     result = explain_image(model, image, label=3, num_samples=30, batch_size=10, seed=0)
+    assert capsys.readouterr().err == ""  # interpretdl's bar over the samples only when asked for
 
     superpixels = np.unique(result.segments)
     assert len(superpixels) >= 4 and sorted(sp for sp, _ in result.weights) == superpixels.tolist()
@@ -103,4 +105,18 @@ def test_lime_explains_a_uninext_image():
     assert result.probability == pytest.approx(float(probability), rel=1e-5)
     assert result.overlay.shape == (32, 32, 3) and result.overlay.dtype == np.uint8
     fig = plot_explanation(result, image, prediction=1)
-    assert [ax.get_title() for ax in fig.axes] == ["pt: automobile\ngt: cat", f"LIME for 'cat' (p = {float(probability):.3f})"]
+    assert [ax.get_title() for ax in fig.axes] == ["pt: automobile\ngt: cat",
+                                                   f"LIME for 'cat' (p = {float(probability):.3f})"]
+    # your own classes; an image file without a known class (its predicted class explained): no "gt"
+    names = [f"kind {i}" for i in range(10)]
+    fig = plot_explanation(result, image, prediction=3, names=names, labelled=False)
+    assert [ax.get_title() for ax in fig.axes] == ["pt: kind 3", f"LIME for 'kind 3' (p = {float(probability):.3f})"]
+
+
+def test_lime_draws_its_progress_bar_when_asked(capsys):
+    paddle.seed(0)
+    model = up.UniNeXt(num_classes=10, **TINY)
+    image = np.zeros((3, 32, 32), np.float32)
+    explain_image(model, image, label=0, num_samples=4, batch_size=2, seed=0, progress=True)
+    assert "4/4" in capsys.readouterr().err
+    assert _lime_base.tqdm is tqdm  # interpretdl's own bar is back after the call

@@ -93,13 +93,13 @@ def evaluate(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: pa
 
     Returns "loss" (notebook: sum of batch losses / images * ``batch_size``, default the loader's), "acc"
     (notebook: mean of per-batch accuracies), "correct", "total", "top1" (correct / total), "per_class_correct",
-    "per_class_total", "images", "seconds" (the whole loop, data loading included, on this process).
+    "per_class_total", "confusion" ([classes][classes] counts, row: true class, column: predicted), "images",
+    "seconds" (the whole loop, data loading included, on this process).
     """
     batch_size = batch_size or _batch_size_of(loader)
     model.eval()
     loss_sum = acc_sum = batches = 0.0
-    per_class_correct = np.zeros(num_classes, dtype=np.int64)
-    per_class_total = np.zeros(num_classes, dtype=np.int64)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     start = time.perf_counter()
     for x_data, y_data in tqdm(loader, desc="val", leave=False, disable=not progress, dynamic_ncols=True,
                                  file=console_stderr()):
@@ -110,19 +110,17 @@ def evaluate(model: paddle.nn.Layer, loader: paddle.io.DataLoader, criterion: pa
         loss_sum += float(criterion(logits, y_data))
         acc_sum += float(paddle.metric.accuracy(logits, labels))
         batches += 1
-        predicted = logits.argmax(axis=1).numpy()
-        truth = y_data.numpy().reshape(-1)
-        per_class_total += np.bincount(truth, minlength=num_classes)
-        per_class_correct += np.bincount(truth[predicted == truth], minlength=num_classes)
+        np.add.at(confusion, (y_data.numpy().reshape(-1), logits.argmax(axis=1).numpy()), 1)
     seconds = time.perf_counter() - start
-    reduced = all_reduce_sum([loss_sum, acc_sum, batches, *per_class_correct, *per_class_total])
+    reduced = all_reduce_sum([loss_sum, acc_sum, batches, *confusion.ravel()])
     loss_sum, acc_sum, batches = reduced[:3]
-    per_class_correct = [int(round(v)) for v in reduced[3:3 + num_classes]]
-    per_class_total = [int(round(v)) for v in reduced[3 + num_classes:]]
+    confusion = np.rint(reduced[3:]).astype(np.int64).reshape(num_classes, num_classes)
+    per_class_correct, per_class_total = np.diagonal(confusion).tolist(), confusion.sum(axis=1).tolist()
     correct, total = sum(per_class_correct), sum(per_class_total)
     return {"loss": loss_sum / max(total, 1) * batch_size, "acc": acc_sum / max(batches, 1),
             "correct": correct, "total": total, "top1": correct / max(total, 1),
             "per_class_correct": per_class_correct, "per_class_total": per_class_total,
+            "confusion": confusion.tolist(),
             "images": total, "seconds": seconds}
 
 

@@ -5,13 +5,16 @@ scikit-learn removed ``normalize`` in 1.2, and interpretdl pins ``scikit-learn<=
 Python 3.11. ``LegacyRidge`` is a ``Ridge`` that accepts ``normalize`` and reproduces scikit-learn 0.24's
 ``normalize=True`` preprocessing; ``legacy_ridge()`` puts it in place of ``Ridge`` inside interpretdl's
 ``_lime_base`` module for the duration of a ``with`` block. Nothing in site-packages is changed.
+
+interpretdl also draws a progress bar over LIME's samples on every call; ``explain_image`` draws it only when asked.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import paddle
@@ -27,6 +30,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 
 from .data import CIFAR10_CLASSES
 from .plots import denormalize
+from .runlog import console_stderr
 
 __all__ = ["LegacyRidge", "legacy_ridge", "LimeExplanation", "explain_image", "plot_explanation"]
 
@@ -35,10 +39,11 @@ class LegacyRidge(Ridge):
     """``sklearn.linear_model.Ridge`` with scikit-learn 0.24's ``normalize`` argument.
 
     With ``normalize=True`` and ``fit_intercept=True``, ``fit`` centres X's columns on their sample-weighted mean,
-    divides them by their L2 norm (constant columns are left at zero with scale 1), fits, then maps ``coef_`` back to X's scale and
-    recomputes ``intercept_`` from the weighted means, as ``sklearn.linear_model._base._preprocess_data`` and
-    ``_set_intercept`` did in 0.24. The scaling changes the solution whenever the penalty or the least-squares
-    fallback of an under-determined fit is involved (LIME with fewer samples than superpixels).
+    divides them by their L2 norm (constant columns are left at zero with scale 1), fits, then maps ``coef_`` back
+    to X's scale and recomputes ``intercept_`` from the weighted means, as
+    ``sklearn.linear_model._base._preprocess_data`` and ``_set_intercept`` did in 0.24. The scaling changes the
+    solution whenever the penalty or the least-squares fallback of an under-determined fit is involved (LIME
+    with fewer samples than superpixels).
 
     Args:
         alpha: float, L2 penalty, default: 1.0.
@@ -82,6 +87,18 @@ def legacy_ridge() -> Iterator[None]:
         _lime_base.Ridge = original
 
 
+@contextlib.contextmanager
+def _sample_progress(enabled: bool) -> Iterator[None]:
+    """Within the block, interpretdl's bar over LIME's samples is drawn only if ``enabled`` (on the console's
+    stderr); restored afterwards."""
+    original = _lime_base.tqdm
+    _lime_base.tqdm = functools.partial(original, disable=not enabled, file=console_stderr())
+    try:
+        yield
+    finally:
+        _lime_base.tqdm = original
+
+
 @dataclass
 class LimeExplanation:
     """One image's LIME result.
@@ -105,11 +122,13 @@ class LimeExplanation:
 
 
 def explain_image(model: paddle.nn.Layer, image: np.ndarray, label: int, num_samples: int = 1000,
-                  batch_size: int = 10, device: str = "cpu", seed: int | None = None) -> LimeExplanation:
+                  batch_size: int = 10, device: str = "cpu", seed: int | None = None,
+                  progress: bool = False) -> LimeExplanation:
     """The notebook's ``LIMECVInterpreter(model).interpret(X[i], interpret_class=y[i], ...)`` on one normalised
-    [3, H, W] image. A fresh interpreter each call: interpretdl caches the segmentation of the first image."""
+    [3, H, W] image; ``progress``: draw interpretdl's bar over the samples. A fresh interpreter each call:
+    interpretdl caches the segmentation of the first image."""
     lime = it.LIMECVInterpreter(model, device=device, random_seed=seed)
-    with legacy_ridge():
+    with legacy_ridge(), _sample_progress(progress):
         weights = lime.interpret(np.asarray(image, dtype=np.float32), interpret_class=int(label),
                                  batch_size=batch_size, num_samples=num_samples, visual=False)
     results = lime.lime_results
@@ -121,13 +140,16 @@ def explain_image(model: paddle.nn.Layer, image: np.ndarray, label: int, num_sam
                            overlay=overlay_threshold(image_u8, mask))
 
 
-def plot_explanation(explanation: LimeExplanation, normalized_image: np.ndarray, prediction: int) -> Figure:
-    """The test image (de-normalised) next to the LIME overlay interpretdl shows with ``visual=True``."""
-    name = CIFAR10_CLASSES[explanation.label]
+def plot_explanation(explanation: LimeExplanation, normalized_image: np.ndarray, prediction: int,
+                     names: Sequence[str] = CIFAR10_CLASSES, labelled: bool = True) -> Figure:
+    """The image (de-normalised) next to the LIME overlay interpretdl shows with ``visual=True``; ``names``: the
+    class names, ``labelled``: the explained class is the image's true class (titled ``gt``; else the image is
+    titled with the prediction alone)."""
+    name = names[explanation.label]
     fig = Figure(figsize=(8, 4.4))
     left, right = fig.subplots(1, 2)
     left.imshow(denormalize(np.asarray(normalized_image)[None])[0])
-    left.set_title(f"pt: {CIFAR10_CLASSES[prediction]}\ngt: {name}")
+    left.set_title(f"pt: {names[prediction]}" + (f"\ngt: {name}" if labelled else ""))
     right.imshow(explanation.overlay)
     right.set_title(f"LIME for '{name}' (p = {explanation.probability:.3f})")
     for ax in (left, right):
