@@ -49,7 +49,8 @@ from uninext_paddle.optim import OPTIMIZERS, build_optimizer, build_scheduler
 from uninext_paddle.records import HISTORY_FILE, Records
 from uninext_paddle.runlog import tee_to_file
 from uninext_paddle.runtime import tune_cpu_runtime
-from uninext_paddle.train_state import LAST_CHECKPOINT, TrainingState, capture_rng, restore_rng
+from uninext_paddle.train_state import (LAST_CHECKPOINT, TrainingState, capture_rng, portable_optimizer_state,
+                                        restore_optimizer_state, restore_rng)
 
 LOG_FILE = "train.log"
 # On the CPU, a projected epoch longer than this gets a note with the practical alternative.
@@ -280,7 +281,7 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     if state is not None:
         with about("--resume"):
             load_weights(model, state.model, resume_path, args.variant)
-        optimizer.set_state_dict(state.optimizer)
+        restore_optimizer_state(optimizer, model, state.optimizer)
         scheduler.set_state_dict(state.scheduler)
         if amp_scaler is not None and state.scaler:
             amp_scaler.load_state_dict(state.scaler)
@@ -311,7 +312,7 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
         if main_process:
             check_finite(net, f"epoch {epoch}, batch {meter.step}")
             extras = {} if ema is None else {"ema": ema.state_dict(), "best_ema_acc": best_ema_acc}
-            TrainingState(model=net.state_dict(), optimizer=optimizer.state_dict(),
+            TrainingState(model=net.state_dict(), optimizer=portable_optimizer_state(optimizer, net),
                           scheduler=scheduler.state_dict(), scaler=amp_scaler.state_dict() if amp_scaler else None,
                           epoch=epoch, meter=meter.state_dict(), best_acc=best_acc, records=records.state_dict(),
                           rng=rng, config=config, extras=extras).save(path(LAST_CHECKPOINT))

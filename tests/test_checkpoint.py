@@ -14,7 +14,8 @@ from uninext_paddle import train_state
 from uninext_paddle.errors import CheckpointError, WriteError
 from uninext_paddle.fileio import atomic_save, atomic_write
 from uninext_paddle.records import Records
-from uninext_paddle.train_state import FORMAT_VERSION, TrainingState, capture_rng, restore_rng
+from uninext_paddle.train_state import (FORMAT_VERSION, TrainingState, capture_rng, portable_optimizer_state,
+                                        restore_optimizer_state, restore_rng)
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path):
@@ -144,3 +145,30 @@ def test_records_follow_the_notebooks_counters(tmp_path):
     assert loaded.state_dict() == records.state_dict()
     loaded.add_train_loss(0.1)
     assert len(records.loss_record['train']['loss']) == 4  # Records(state) copies
+
+
+def test_the_optimizer_state_restores_into_a_model_built_in_another_order():
+    """Paddle keys optimizer state by process-wide unique parameter names (linear_12.w_0), which differ between a
+    fresh process and one that built other layers first; the training state uses the structured names."""
+    from tests.conftest import TINY
+    from uninext_paddle import UniNeXt
+
+    def trained() -> tuple[paddle.nn.Layer, paddle.optimizer.Optimizer]:
+        paddle.seed(0)
+        model = UniNeXt(num_classes=10, **TINY)
+        optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=1e-3)
+        model(paddle.randn([2, 3, 32, 32])).mean().backward()
+        optimizer.step()
+        return model, optimizer
+
+    model, optimizer = trained()
+    paddle.nn.Linear(3, 3)  # shifts every unique name of what is built next
+    other = UniNeXt(num_classes=10, **TINY)
+    assert {p.name for p in other.parameters()}.isdisjoint(p.name for p in model.parameters())
+    again = paddle.optimizer.Adam(parameters=other.parameters(), learning_rate=1e-3)
+    restore_optimizer_state(again, other, portable_optimizer_state(optimizer, model))
+    theirs = again.state_dict()
+    for name, p in model.named_parameters():
+        q = dict(other.named_parameters())[name]
+        mine = optimizer.state_dict()[f"{p.name}_moment1_0"]
+        assert np.array_equal(theirs[f"{q.name}_moment1_0"].numpy(), mine.numpy()), name

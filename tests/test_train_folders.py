@@ -3,7 +3,6 @@ CIFAR-10 checkpoint fine-tunes on a 3-class folder with a new head (the backbone
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 import train
 from tests.cifar_fixture import make_cifar_tarball
-from tests.image_fixture import make_image_folder, make_list_files
+from tests.image_fixture import make_image_folder
 from uninext_paddle import create_model
 from uninext_paddle.checkpoint import load_backbone, load_class_names
 from uninext_paddle.errors import UninextError
@@ -47,15 +46,6 @@ def test_a_short_run_on_an_image_folder_learns_and_keeps_the_class_names(digits,
         assert list(state["head.weight"].shape) == [512, 3]  # a plain state_dict, head sized from the data
         assert load_class_names(str(work / weights), 3) == ["one", "two", "zero"]
     assert TrainingState.load(str(work / "last.pdckpt")).config["classes"] == ["one", "two", "zero"]
-
-
-def test_list_files_of_the_same_images_train_the_same_run(digits, tmp_path):
-    lists = make_list_files(shutil.copytree(digits, tmp_path / "lists"))  # list files win over the folders
-    runs = {}
-    for name, data in (("folder", digits), ("lists", lists)):
-        train.main(["--data", str(data), "--work-dir", str(tmp_path / name), *FAST, "--epochs", "1"])
-        runs[name] = paddle.load(str(tmp_path / name / "final_model.pdparams"))
-    assert all(np.array_equal(v.numpy(), runs["lists"][k].numpy()) for k, v in runs["folder"].items())
 
 
 def test_load_backbone_keeps_everything_but_a_head_of_another_class_count(cifar_weights):

@@ -1,8 +1,9 @@
 """The resumable training state (``last.pdckpt``): what train.py saves after every epoch and at a stop, and how it
 is put back. Saving and restoring live side by side here, with a format version.
 
-The file is one dict (nanoGPT style) written with ``paddle.save``: ``version``, the model's and optimizer's
-``state_dict``s (the model's in the notebook's format), the LR scheduler, the fp16 grad scaler, ``epoch`` (the
+The file is one dict (nanoGPT style) written with ``paddle.save``: ``version``, the model's ``state_dict`` (the
+notebook's format), the optimizer's keyed by structured parameter names (``portable_optimizer_state``), the LR
+scheduler, the fp16 grad scaler, ``epoch`` (the
 epoch in progress) with ``meter`` (its running sums; ``meter["step"]`` batches of it are done), ``best_acc``, the
 records, the random generators of every process, the run's config and ``extras`` (optional parts such as an EMA
 of the weights, keyed by name). Version 1 is the layout before ``version`` existed; it still loads.
@@ -20,7 +21,8 @@ import paddle
 from .errors import CheckpointError
 from .fileio import atomic_save, load_paddle_file
 
-__all__ = ["LAST_CHECKPOINT", "FORMAT_VERSION", "TrainingState", "capture_rng", "restore_rng", "cuda_generators"]
+__all__ = ["LAST_CHECKPOINT", "FORMAT_VERSION", "TrainingState", "capture_rng", "restore_rng", "cuda_generators",
+           "portable_optimizer_state", "restore_optimizer_state"]
 
 LAST_CHECKPOINT = "last.pdckpt"
 FORMAT_VERSION = 2
@@ -59,6 +61,30 @@ def restore_rng(states: dict[str, Any]) -> str | None:
     return (f"the random generators of {len(saved)} GPU(s) were saved and {len(generators)} are visible: "
             f"{abs(len(saved) - len(generators))} could not be restored, so drop-path masks on them differ from "
             "the uninterrupted run")
+
+
+def _renamed(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """``state`` with every key ``<old>_<accumulator>`` of a parameter ``old`` in ``names`` renamed to
+    ``<names[old]>_<accumulator>`` (longest names first: ``conv2d_7.w_0`` must not claim ``conv2d_79.w_0_...``)."""
+    ordered = sorted(names, key=len, reverse=True)
+    renamed = {}
+    for key, value in state.items():
+        old = next((name for name in ordered if key.startswith(name + "_")), None)
+        renamed[key if old is None else names[old] + key[len(old):]] = value
+    return renamed
+
+
+def portable_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` keyed by the model's structured parameter names (``stage1.0.qkv.weight_moment1_0``)
+    instead of Paddle's process-wide unique names (``linear_12.w_0_moment1_0``), which depend on how many layers the
+    process built before: the state then restores in any process (``restore_optimizer_state``)."""
+    return _renamed(optimizer.state_dict(), {p.name: name for name, p in model.named_parameters()})
+
+
+def restore_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle.nn.Layer,
+                            state: dict[str, Any]) -> None:
+    """Load a ``portable_optimizer_state`` (or a version-1 state keyed by unique names) into ``optimizer``."""
+    optimizer.set_state_dict(_renamed(state, {name: p.name for name, p in model.named_parameters()}))
 
 
 def _pickled(obj: Any) -> np.ndarray:
