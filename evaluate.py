@@ -32,10 +32,10 @@ import numpy as np
 import paddle
 
 from uninext_paddle import LabelSmoothingCrossEntropy
-from uninext_paddle.backends import BACKENDS, BACKENDS_HELP, select_backend
+from uninext_paddle.backends import select_backend
 from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
-from uninext_paddle.cli import (ArgumentParser, about, add_checkpoint_flags, add_data_flags, add_device_flag,
-                                add_progress_flag, check_writable, fail, progress_wanted, run_cli)
+from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
+                                add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import load_val_split
 from uninext_paddle.device import AMP_MODES, amp_context, select_device
 from uninext_paddle.engine import evaluate
@@ -62,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
     add_device_flag(p)
     p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKENDS_HELP)
+    add_backend_flag(p)
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed forward passes before the model-only timing")
     p.add_argument("--timed-batches", type=int, default=10, help="forward passes timed for the model-only throughput")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every figure to PATH as JSON")

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import paddle
 
-from uninext_paddle.backends import BACKENDS, BACKENDS_HELP, select_backend
+from uninext_paddle.backends import select_backend
 from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
-from uninext_paddle.cli import (ArgumentParser, about, add_checkpoint_flags, add_data_flags, add_device_flag,
-                                add_progress_flag, check_writable, fail, progress_wanted, run_cli)
+from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
+                                add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import load_val_split
 from uninext_paddle.device import select_device
 from uninext_paddle.image_data import CIFAR10, collect_image_files, data_kind
@@ -57,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_flags(p, data_help="the CIFAR-10 python tarball (its test split), an image folder or list files (their "
                    "val split)", image_size_help="side the test images are resized to")
     add_device_flag(p)
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKENDS_HELP)
+    add_backend_flag(p)
     p.add_argument("--index", type=int, nargs="+", default=[3],
                    help="test image(s) LIME explains: indices into the test/val split or the --images list")
     p.add_argument("--num-samples", type=int, default=1000, help="LIME's perturbed samples per image")

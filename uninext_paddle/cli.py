@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Iterator
 from typing import Callable, NoReturn
 
+from .backends import BACKENDS, BACKENDS_HELP
 from .data import DEFAULT_DATA
 from .device import DEVICES
 from .errors import UninextError
 from .model import VARIANTS
 
 __all__ = ["CliError", "fail", "about", "run_cli", "ArgumentParser", "check_writable", "add_data_flags",
-           "add_device_flag", "add_checkpoint_flags", "add_progress_flag", "progress_wanted"]
+           "add_device_flag", "add_checkpoint_flags", "add_backend_flag", "add_progress_flag", "progress_wanted"]
 
 
 class CliError(UninextError):
@@ -93,6 +94,11 @@ def add_checkpoint_flags(p: argparse.ArgumentParser, default_ckpt: str) -> None:
                    help="model weights: a train.py checkpoint or the notebook's state_dict")
     p.add_argument("--variant", default=None, choices=list(VARIANTS),
                    help="UniNeXt variant; None: inferred from the weights' shapes")
+
+
+def add_backend_flag(p: argparse.ArgumentParser) -> None:
+    """``--backend``: what runs the inference scripts' forward passes (``backends.select_backend``)."""
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKENDS_HELP)
 
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
