@@ -21,7 +21,7 @@ def conv_reference(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.
 
 
 @pytest.mark.parametrize("H,W,batch", [(1, 1, 5), (2, 2, 5), (3, 3, 5), (4, 4, 5), (1, 3, 5), (2, 4, 5),
-                                         (8, 8, 64), (7, 7, 64)])
+                                         (8, 8, 64), (7, 7, 64), (7, 7, 2), (5, 9, 3)])
 def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W, batch):
     assert fastpath.matmul_form(H, W, batch)  # these all take the fast path
     paddle.seed(H * 10 + W)
@@ -40,8 +40,11 @@ def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W, batc
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
     grads = paddle.grad(got, [x, conv.weight, conv.bias], upstream)
     ref_grads = paddle.grad(expected, [x, conv.weight, conv.bias], upstream)
-    for g, r in zip(grads, ref_grads):  # relative to each gradient's scale: the weights' grow with batch * H * W
-        assert rel_err(r.numpy(), g.numpy()) < 1e-6
+    # Relative to each gradient's scale: the weights' and the bias's are sums of batch * H * W terms (3136 at 7x7,
+    # batch 64), which float32 rounds by ~1e-6 of their scale in either order (both within 1.6e-6 of the float64
+    # sum there).
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(r.numpy(), g.numpy()) < 1e-5
 
 
 def test_one_by_one_map_is_the_centre_tap():
@@ -52,10 +55,10 @@ def test_one_by_one_map_is_the_centre_tap():
 
 
 def test_large_maps_and_disabled_fast_paths_use_paddles_ops():
-    # 7x7 maps take the matmul only from a batch of 64, 9x9 maps never
-    assert not fastpath.matmul_form(7, 7, 2) and not fastpath.matmul_form(9, 9, 256)
+    # 7x7 maps take the matmul from a batch of 2, 9x9 maps never
+    assert not fastpath.matmul_form(7, 7, 1) and not fastpath.matmul_form(9, 9, 256)
     conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
-    x = paddle.randn([2, 49, 8])
+    x = paddle.randn([1, 49, 8])
     np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x, 7, 7).numpy(), conv_reference(conv, x, 7, 7).numpy())
     with fastpath.disabled():
         assert not fastpath.use_fastpath("small_map_dwconv", x)
@@ -107,3 +110,82 @@ def test_layers_watched_by_hooks_are_called_as_layers():
     assert calls == [[2, 8, 2, 2], [2, 8, 5, 5]] and not fastpath.watched(conv)
     for fast, called in zip(unwatched, watched):  # the same numbers either way (2x2 and the bias: bitwise)
         np.testing.assert_array_equal(fast.numpy(), called.numpy())
+    layer = nn.Linear(8, 3)
+    handle = layer.register_forward_post_hook(lambda layer, inputs, output: calls.append(output.shape))
+    fastpath.linear(layer, tokens)
+    handle.remove()
+    assert calls[-1] == [2, 4, 3]
+
+
+def paddles_conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
+    """Paddle's own conv with its bias, as the notebook runs it: [B, Cin, H, W] -> [B, H', W', Cout]."""
+    return conv(image).transpose([0, 2, 3, 1])
+
+
+@pytest.mark.parametrize("H,W,stride,batch", [(2, 2, 2, 5), (4, 4, 2, 3), (8, 8, 2, 2), (1, 1, 2, 4), (3, 5, 2, 2),
+                                              (4, 4, 1, 2), (7, 7, 1, 3)])
+def test_small_map_conv_equals_paddles_conv_forward_and_backward(H, W, stride, batch):
+    # The Merge_Blocks at 32x32 input: 8x8 -> 4x4, 4x4 -> 2x2, 2x2 -> 1x1 (stride 2); and stride 1, non-square.
+    paddle.seed(H * 10 + W + stride)
+    conv = nn.Conv2D(6, 10, 3, stride, 1)
+    nn.initializer.Normal()(conv.bias)
+    image = paddle.randn([batch, 6, H, W])
+    image.stop_gradient = False
+    assert fastpath._conv_as_matmul_applies(conv, image)
+    got = fastpath.conv_channels_last(conv, image)
+    expected = paddles_conv_channels_last(conv, image)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)  # the same sums, reordered
+    upstream = paddle.randn(expected.shape)
+    grads = paddle.grad(got, [image, conv.weight, conv.bias], upstream)
+    ref_grads = paddle.grad(expected, [image, conv.weight, conv.bias], upstream)
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(r.numpy(), g.numpy()) < 1e-5
+
+
+def test_large_maps_grouped_and_disabled_convs_are_paddles_own():
+    conv, depthwise = nn.Conv2D(4, 8, 3, 2, 1), nn.Conv2D(4, 4, 3, 1, 1, groups=4)
+    nn.initializer.Normal()(conv.bias)
+    small, large = paddle.randn([2, 4, 8, 8]), paddle.randn([2, 4, 9, 9])  # 64 tokens: the limit; 81: above it
+    assert fastpath._conv_as_matmul_applies(conv, small) and not fastpath._conv_as_matmul_applies(conv, large)
+    assert not fastpath._conv_as_matmul_applies(depthwise, small)
+    np.testing.assert_array_equal(fastpath.conv_channels_last(conv, large).numpy(),
+                                  paddles_conv_channels_last(conv, large).numpy())
+    with fastpath.disabled("small_map_conv"):
+        assert not fastpath._conv_as_matmul_applies(conv, small)
+        np.testing.assert_array_equal(fastpath.conv_channels_last(conv, small).numpy(),
+                                      paddles_conv_channels_last(conv, small).numpy())
+
+
+def test_linear_and_bias_gradients_by_matmul_equal_paddles_linear():
+    paddle.seed(3)
+    layer = nn.Linear(12, 20)
+    nn.initializer.Normal()(layer.bias)
+    x = paddle.randn([4, 9, 12])
+    x.stop_gradient = False
+    upstream = paddle.randn([4, 9, 20])
+    assert fastpath._bias_grad_by_matmul(x, layer.bias)
+    got, expected = fastpath.linear(layer, x), layer(x)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())  # the forward is Paddle's matmul plus add
+    grads = paddle.grad(got, [x, layer.weight, layer.bias], upstream)
+    ref_grads = paddle.grad(expected, [x, layer.weight, layer.bias], upstream)
+    np.testing.assert_array_equal(grads[0].numpy(), ref_grads[0].numpy())
+    np.testing.assert_array_equal(grads[1].numpy(), ref_grads[1].numpy())
+    np.testing.assert_allclose(grads[2].numpy(), upstream.numpy().sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+    assert rel_err(ref_grads[2].numpy(), grads[2].numpy()) < 1e-6
+    # a gradient asked for the input only (paddle.grad leaves the parameters out): no error, the same gradient
+    np.testing.assert_array_equal(paddle.grad(fastpath.linear(layer, x), x, upstream)[0].numpy(),
+                                  ref_grads[0].numpy())
+
+
+def test_bias_is_added_plainly_without_gradients_or_when_disabled():
+    x, bias = paddle.randn([3, 5]), paddle.randn([5])
+    bias.stop_gradient = False
+    assert fastpath._bias_grad_by_matmul(x, bias)
+    with paddle.no_grad():
+        assert not fastpath._bias_grad_by_matmul(x, bias)
+    with fastpath.disabled("bias_grad_matmul"):
+        assert not fastpath._bias_grad_by_matmul(x, bias)
+    bias.stop_gradient = True
+    assert not fastpath._bias_grad_by_matmul(x, bias)
+    np.testing.assert_array_equal(fastpath.add_bias(x, bias).numpy(), (x + bias).numpy())

@@ -264,3 +264,27 @@ def test_attention_equals_the_notebooks_on_every_window_layout(nb, H, W):
     assert rel_err(expected, got) <= 1e-6
     expected_grad = paddle.grad(expected.sum(), qkv)[0]
     assert rel_err(expected_grad, paddle.grad(got.sum(), qkv)[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("H,W", [(1, 1), (2, 2), (3, 5)])
+def test_one_window_attention_weighs_the_padded_zero_keys_as_the_notebook(nb, H, W):
+    # Every query points away from every key: the real logits are about -3, so the window's padded keys (zeros:
+    # logit 0) take most of each softmax. The port's one logit log(padded) must weigh them as the notebook's
+    # padded keys, or the real keys' weights, and the output, would be off by a large factor. LePE is zeroed so
+    # that the output is the attention's alone.
+    reference, port = nb.DilatedAttention(24, ws=7, num_heads=3), up.DilatedAttention(24, ws=7, num_heads=3)
+    for param in (reference.lepe.weight, reference.lepe.bias):
+        param.set_value(paddle.zeros_like(param))
+    port.set_state_dict(reference.state_dict())
+    direction = paddle.ones([2, H * W, 24]) / math.sqrt(8)  # a unit vector in each head's 8 channels
+    qkv = paddle.concat([3 * direction + 0.1 * paddle.randn([2, H * W, 24]), -3 * direction,
+                         paddle.randn([2, H * W, 24])], axis=-1)
+    qkv.stop_gradient = False
+    stacked = qkv.reshape([2, H * W, 3, 24]).transpose([2, 0, 1, 3])  # the notebook's input layout
+    expected, got = reference(stacked, H, W), port(qkv, H, W)
+    assert rel_err(expected, got) <= 1e-5
+    assert rel_err(paddle.grad(expected.sum(), qkv)[0], paddle.grad(got.sum(), qkv)[0]) <= 1e-5
+    if H == W:  # the same attention on a window of the map's own size, without padded keys, is far off
+        unpadded = nb.DilatedAttention(24, ws=H, num_heads=3)
+        unpadded.set_state_dict(reference.state_dict())
+        assert rel_err(expected, unpadded(stacked, H, W)) > 0.5

@@ -16,11 +16,12 @@ of the local-window-attention variant, kept faithful to it:
 
 What differs is only how the tensors are moved: ``DilatedAttention`` takes the qkv Linear's output as it
 is and splits it (the notebook passed a stacked [3, B, N, C] tensor), q, k and v are each windowed by
-``_window``, on maps that pad to a single window only the map's own query rows are computed (the padded
-ones were cropped away), reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export
-the model with a dynamic batch), the map sizes are the convolutions' real output sizes (``stage_sizes``)
-rather than ``H // 2**k``, and on CPU the depthwise convs of small maps take the faster formulation of
-``fastpath.py`` (same sums; GPU keeps Paddle's cuDNN kernel).
+``_window``, on maps that pad to a single window only the map's own tokens are computed (the padded query
+rows were cropped away; the padded zero keys enter each softmax as one logit, ``_is_one_padded_window``),
+reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with a dynamic
+batch), the map sizes are the convolutions' real output sizes (``stage_sizes``) rather than ``H // 2**k``, and
+on CPU the small-map convs, the Linears and the conv biases take the faster formulations of ``fastpath.py``
+(same sums; the GPU keeps Paddle's own ops).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from paddle import nn
 
 from .droppath import DropPath
 from .errors import ConfigError
-from .fastpath import conv_channels_last, depthwise3x3
+from .fastpath import conv_channels_last, depthwise3x3, linear
 
 __all__ = [
     "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block", "UniNeXt", "UniNeXt_T", "UniNeXt_S", "UniNeXt_B",
@@ -119,9 +120,11 @@ def _window(x: paddle.Tensor, H: int, W: int, ws: int, num_heads: int) -> paddle
 def _is_one_padded_window(H: int, W: int, ws: int) -> bool:
     """Whether the map pads to exactly one ws x ws window (at 32x32 input: stages 2-4, maps 4, 2 and 1).
 
-    Then the padded tokens' query rows, which ``group2image`` crops away after the attention, need not be
-    computed: ``DilatedAttention`` takes only the map's own queries, against all ws*ws keys of the window
-    (the padded keys stay in their places, so every real query's softmax runs over the notebook's logits).
+    Then ``DilatedAttention`` computes only the map's own tokens: the padded tokens' query rows are cropped away
+    by ``group2image`` after the attention, and the padded keys and values are zeros (padded after the qkv
+    projection), so each padded key adds a logit of exactly 0 to every real query's softmax and nothing to its
+    output. The P padded keys together are one logit log(P) (exp(log P) = P times exp(0)): the notebook's softmax
+    over ws*ws logits, to float rounding, on an N x (N + 1) matrix instead of ws*ws x ws*ws.
     """
     pad_bottom, pad_right = _window_padding(H, W, ws)
     return (pad_bottom or pad_right) > 0 and H + pad_bottom == ws and W + pad_right == ws
@@ -174,9 +177,9 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
-        x = self.drop(self.act(self.fc1(x)))  # [B, H*W, hidden]
+        x = self.drop(self.act(linear(self.fc1, x)))  # [B, H*W, hidden]
         x = x + self.norm_act(depthwise3x3(self.dwconv, x, H, W))
-        return self.drop(self.fc2(x))
+        return self.drop(linear(self.fc2, x))
 
 
 class DilatedAttention(nn.Layer):
@@ -213,25 +216,31 @@ class DilatedAttention(nn.Layer):
         The notebook's version took that output reshaped and stacked as [3, B, H*W, dim]; the split here gives
         the same q, k and v.
         """
-        C, heads, ws = self.dim, self.num_heads, self.ws
+        heads, ws = self.num_heads, self.ws
         q, k, v = paddle.split(qkv, 3, axis=-1)  # [B, H*W, C] each; split, not slices: one concat backward
         lepe = depthwise3x3(self.lepe, v, H, W)  # [B, H*W, C]
-        one_window = _is_one_padded_window(H, W, ws)
-        if one_window:
-            q = q.reshape([-1, H * W, heads, C // heads]).transpose([0, 2, 1, 3])  # [B, heads, H*W, head_dim]
-        else:
-            q = _window(q, H, W, ws, heads)  # [B*G, heads, ws*ws, head_dim]
-        k, v = _window(k, H, W, ws, heads), _window(v, H, W, ws, heads)
-        q = q * self.scale
-        attn = paddle.matmul(q, k, transpose_y=True)  # [B*G, heads, queries, ws*ws]
-        attn = self.attn_drop(F.softmax(attn, axis=-1))
-        x = attn @ v  # [B*G, heads, queries, head_dim]
-        if one_window:
-            x = x.transpose([0, 2, 1, 3]).reshape([-1, H * W, C])
+        if _is_one_padded_window(H, W, ws):
+            x = self._one_window_attention(q, k, v, ws * ws - H * W)
         else:
             pad_bottom, pad_right = _window_padding(H, W, ws)
-            x = _unwindow(x, H, W, H + pad_bottom, W + pad_right, ws)
-        return self.proj(x + lepe)
+            q, k, v = (_window(t, H, W, ws, heads) for t in (q, k, v))  # [B*G, heads, ws*ws, head_dim]
+            attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B*G, heads, ws*ws, ws*ws]
+            attn = self.attn_drop(F.softmax(attn, axis=-1))
+            x = _unwindow(attn @ v, H, W, H + pad_bottom, W + pad_right, ws)
+        return linear(self.proj, x + lepe)
+
+    def _one_window_attention(self, q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor,
+                              padded: int) -> paddle.Tensor:
+        """Attention of a map that pads to one window with ``padded`` zero tokens (``_is_one_padded_window``):
+        q, k, v [B, N, C] -> [B, N, C], the ``padded`` zero keys as one logit log(padded) in each softmax."""
+        N, C, heads = q.shape[1], self.dim, self.num_heads
+        q, k, v = (t.reshape([-1, N, heads, C // heads]).transpose([0, 2, 1, 3]) for t in (q, k, v))
+        attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B, heads, N, N]
+        zeros_logit = paddle.full([paddle.shape(attn)[0], heads, N, 1], math.log(padded), attn.dtype)
+        attn = F.softmax(paddle.concat([attn, zeros_logit], axis=-1), axis=-1)  # [B, heads, N, N + 1]
+        attn = self.attn_drop(paddle.split(attn, [N, 1], axis=-1)[0])  # the padded keys' weights meet zero values
+        x = attn @ v  # [B, heads, N, head_dim]
+        return x.transpose([0, 2, 1, 3]).reshape([-1, N, C])
 
 
 class UnifiedBlock(nn.Layer):
@@ -270,7 +279,7 @@ class UnifiedBlock(nn.Layer):
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """x: [B, H*W, dim] -> [B, H*W, dim]."""
-        x = x + self.drop_path(self.attns(self.qkv(self.norm1(x)), H, W))
+        x = x + self.drop_path(self.attns(linear(self.qkv, self.norm1(x)), H, W))
         x = x + self.drop_path(self.mlp(self.norm2(x), H, W))
         return x + depthwise3x3(self.cpe, x, H, W)
 

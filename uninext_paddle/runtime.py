@@ -1,7 +1,7 @@
 """CPU process settings that make Paddle's eager CPU kernels faster without touching the model's math.
 
-Three costs outside the model code dominate Paddle 3.3.1's CPU runs (measurements: BENCHMARKS.md, "Why the
-fast paths exist"):
+Four costs outside the model code dominate Paddle 3.3.1's CPU runs (measurements: BENCHMARKS.md, "Why the
+fast paths exist" and "Training step vs PyTorch"):
 
 - **MKL's vendor dispatch.** Paddle's CPU wheel does its GEMMs in Intel MKL (``libmklml_intel.so``), which
   on AMD processors takes a generic SSE code path, much slower than its AVX2 path on the same core.
@@ -18,9 +18,16 @@ fast paths exist"):
   flag off, transposes copy at once through Paddle's transpose kernel (fast up to 6 dims, which is why the
   model's window transposes have at most 5). Views then no longer share memory with their source, which
   nothing here relies on.
+- **One math thread.** Paddle runs its math library (MKL, through Intel's OpenMP) on one thread unless told
+  otherwise; PyTorch takes every core. ``math_threads`` picks the CPUs this process may use, shared among the
+  training processes of this machine (or ``OMP_NUM_THREADS`` when the user set it), and OpenMP's idle threads
+  wait 1 ms (``KMP_BLOCKTIME=1``) rather than its default 200 ms spinning: on a machine whose cores other
+  processes also use (data loader workers, other jobs), spinning threads steal the time the working ones need,
+  which made a 2-thread step 3x slower than a 1-thread one here.
 
-Different GEMM kernels sum in another order: logits move by float rounding (~1e-7), no more. The scripts
-apply these on the CPU through ``device.select_device``; set ``UNINEXT_CPU_TUNING=0`` to run Paddle as is.
+Different GEMM kernels and thread counts sum in another order: logits move by float rounding (~1e-7), no more.
+The scripts apply these on the CPU (``tune_cpu_runtime()`` after selecting the device); set
+``UNINEXT_CPU_TUNING=0`` to run Paddle as is.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ import platform
 
 import paddle
 
-__all__ = ["OPT_OUT_VARIABLE", "mkl_avx2_wanted", "keep_freed_memory", "tune_cpu_runtime"]
+__all__ = ["OPT_OUT_VARIABLE", "mkl_avx2_wanted", "keep_freed_memory", "math_threads", "tune_cpu_runtime"]
 
 OPT_OUT_VARIABLE = "UNINEXT_CPU_TUNING"
 
@@ -64,11 +71,25 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
 
 
+def math_threads(environ: dict[str, str] | os._Environ, usable_cpus: int) -> int:
+    """How many threads Paddle's math library should use: ``OMP_NUM_THREADS`` when set, else the ``usable_cpus``
+    (those this process may run on) divided among the training processes of this machine
+    (``PADDLE_LOCAL_SIZE``, set by ``paddle.distributed.launch``); at least 1."""
+    for name, divide in (("OMP_NUM_THREADS", False), ("PADDLE_LOCAL_SIZE", True)):
+        try:
+            value = int(environ.get(name, ""))
+        except ValueError:
+            continue
+        if value > 0:
+            return max(1, usable_cpus // value) if divide else value
+    return max(1, usable_cpus)
+
+
 def tune_cpu_runtime() -> list[str]:
     """Apply the settings above unless ``UNINEXT_CPU_TUNING=0``; return what was applied (for the log).
 
-    Call before the first matmul of the process (the scripts do, in ``device.select_device``); later, the
-    MKL setting no longer takes effect (harmless) and the allocator setting still does.
+    Call before the first matmul of the process (the scripts do, after selecting the device); later, the MKL
+    and OpenMP waiting settings no longer take effect (harmless) and the others still do.
     """
     if os.environ.get(OPT_OUT_VARIABLE, "1") == "0":
         return []
@@ -85,4 +106,10 @@ def tune_cpu_runtime() -> list[str]:
         applied.append("glibc malloc keeps freed memory (no mmap, no trim)")
     paddle.set_flags({"FLAGS_use_stride_kernel": False})
     applied.append("transposes copy at once (FLAGS_use_stride_kernel=False)")
+    threads = math_threads(os.environ, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                           else os.cpu_count() or 1)
+    if threads > 1:
+        os.environ.setdefault("KMP_BLOCKTIME", "1")  # read when OpenMP starts its threads, at the first GEMM
+        paddle.base.core.set_num_threads(threads)
+        applied.append(f"{threads} math threads (KMP_BLOCKTIME={os.environ['KMP_BLOCKTIME']})")
     return applied

@@ -1,0 +1,394 @@
+"""Benchmark: the port's train step as train.py runs it on the CPU, against PyTorch's eager train step.
+
+Both train UniNeXt-T at 32x32, batch 64, from the same random weights on the same batch: the port through
+``engine.train_one_epoch`` (forward, label-smoothing loss, accuracy, backward, the notebook's Adam with L2 decay
+and its cosine schedule) in a process tuned as train.py tunes it (``runtime.tune_cpu_runtime``), PyTorch with the
+notebook's model in PyTorch (``notebook_model_torch.py`` of the anchors folder), ``Adam(lr=1e-4,
+weight_decay=1e-5)`` and ``CrossEntropyLoss(label_smoothing=0.1)``, bare steps, its default threads (as
+``vs_pytorch.py`` runs it). Every contestant runs in a fresh process of its own; the rounds alternate them, and
+each contestant's best round counts (the machine is shared: noise only ever slows a run down). The losses of the
+first and of the last step are printed: the same weights, batch and updates must give the same losses (to float
+rounding), which also shows that every contestant really trains.
+
+Extra contestants, each measured against the port as it is: ``--baseline DIR`` (the port of another checkout,
+e.g. the code before a change), ``--ablate`` (the port with each fast path of ``uninext_paddle/fastpath.py``
+off), ``--threads 1`` (Paddle's math library on 1 thread rather than ``runtime.math_threads``), and prototypes of
+changes to files other than the model's: ``--static`` (the model as a ``paddle.jit.to_static`` program, forward
+and backward), ``--multi-tensor-adam`` (Paddle's Adam with ``use_multi_tensor=True``), ``--cpp-ops``
+(LayerNorm's and GELU's backwards as C++ custom operators, compiled with the system's C++ compiler);
+``--torch-one-thread`` adds PyTorch on 1 thread.
+
+    python -m bench.bench_train --torch-python /work/torch-venv/bin/python --anchors /work/shared/anchors --ablate
+
+Paddle is imported in the port's processes only, so the PyTorch side runs in an environment without it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+BATCH, IMAGE_SIZE, CLASSES = 64, 32, 10
+WEIGHTS, BATCH_FILE = "weights.npz", "batch.npz"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prototype (``--cpp-ops``): LayerNorm and GELU as C++ custom operators whose forwards are Paddle's own kernels
+# (the same numbers, bitwise) and whose backwards are one fused pass, where Paddle's CPU layer_norm_grad makes
+# about ten elementwise passes over the tensor (a square root per element among them) and gelu_grad several.
+CPP_OPS = r"""
+#include "paddle/extension.h"
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+// Paddle's own layer_norm forward (bitwise), also returning its per-row mean and variance.
+std::vector<paddle::Tensor> LnForward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                      float eps) {
+  const int64_t C = x.shape().back();
+  const int64_t R = x.numel() / C;
+  paddle::Tensor y = paddle::empty_like(x);
+  paddle::Tensor mean = paddle::empty({R}, x.dtype(), x.place());
+  paddle::Tensor var = paddle::empty({R}, x.dtype(), x.place());
+  std::tuple<paddle::Tensor*, paddle::Tensor*, paddle::Tensor*> outs(&y, &mean, &var);
+  paddle::experimental::layer_norm(x, w, b, eps, static_cast<int>(x.shape().size()) - 1, outs);
+  return {y, mean, var};
+}
+
+std::vector<paddle::Tensor> LnBackward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& mean,
+                                       const paddle::Tensor& var, const paddle::Tensor& gy, float eps) {
+  const int64_t C = x.shape().back();
+  const int64_t R = x.numel() / C;
+  auto gx = paddle::empty_like(x);
+  auto gw = paddle::full({C}, 0.f, x.dtype(), x.place());
+  auto gb = paddle::full({C}, 0.f, x.dtype(), x.place());
+  const float* px = x.data<float>(); const float* pw = w.data<float>(); const float* pg = gy.data<float>();
+  const float* pm = mean.data<float>(); const float* pv = var.data<float>();
+  float* pgx = gx.data<float>(); float* pgw = gw.data<float>(); float* pgb = gb.data<float>();
+  for (int64_t r = 0; r < R; ++r) {
+    const float* xr = px + r * C; const float* gr = pg + r * C; float* gxr = pgx + r * C;
+    const float m = pm[r], rs = 1.f / std::sqrt(pv[r] + eps);
+    float a = 0.f, bsum = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (xr[c] - m) * rs;
+      const float g = gr[c] * pw[c];
+      a += g; bsum += g * xh;
+      pgw[c] += gr[c] * xh; pgb[c] += gr[c];
+    }
+    a /= C; bsum /= C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (xr[c] - m) * rs;
+      gxr[c] = (gr[c] * pw[c] - a - xh * bsum) * rs;
+    }
+  }
+  return {gx, gw, gb};
+}
+
+PD_BUILD_OP(uninext_layer_norm).Inputs({"X", "W", "B"}).Outputs({"Y", "Mean", "Var"}).Attrs({"eps: float"})
+    .SetKernelFn(PD_KERNEL(LnForward));
+PD_BUILD_GRAD_OP(uninext_layer_norm).Inputs({"X", "W", "Mean", "Var", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")}).Attrs({"eps: float"})
+    .SetKernelFn(PD_KERNEL(LnBackward));
+
+std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
+  return {paddle::experimental::gelu(x, false)};
+}
+
+// d/dx of x * Phi(x) = Phi(x) + x * phi(x); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), which shares
+// exp(-x^2 / 2) with phi, so the loop vectorises.
+std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& gy) {
+  auto gx = paddle::empty_like(x);
+  const float* px = x.data<float>(); const float* pg = gy.data<float>(); float* po = gx.data<float>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = px[i];
+    const float z = std::fabs(v) * 0.70710678118654752f;
+    const float t = 1.f / (1.f + 0.3275911f * z);
+    const float e = std::exp(-z * z);
+    const float poly =
+        t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    const float erf_abs = 1.f - poly * e;
+    const float cdf = 0.5f * (1.f + (v < 0.f ? -erf_abs : erf_abs));
+    po[i] = pg[i] * (cdf + v * e * 0.39894228040143268f);
+  }
+  return {gx};
+}
+
+PD_BUILD_OP(uninext_gelu).Inputs({"X"}).Outputs({"Y"}).SetKernelFn(PD_KERNEL(GeluForward));
+PD_BUILD_GRAD_OP(uninext_gelu).Inputs({"X", paddle::Grad("Y")}).Outputs({paddle::Grad("X")})
+    .SetKernelFn(PD_KERNEL(GeluBackward));
+"""
+
+
+def rates(step_seconds: list[float]) -> dict[str, float]:
+    """Images per second of the timed steps: their median and their best."""
+    return {"median": BATCH / statistics.median(step_seconds), "best": BATCH / min(step_seconds)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The contestants, each in its own process.
+
+def make_inputs(work: str) -> None:
+    """The shared starting point: random UniNeXt-T weights (Paddle's init, seed 0) and one batch."""
+    import numpy as np
+    import paddle
+
+    import uninext_paddle as up
+
+    paddle.seed(0)
+    model = up.create_model("T", num_classes=CLASSES)
+    np.savez(os.path.join(work, WEIGHTS), **{k: v.numpy() for k, v in model.state_dict().items()})
+    rs = np.random.RandomState(1)
+    np.savez(os.path.join(work, BATCH_FILE), x=rs.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE).astype("float32"),
+             y=rs.randint(0, CLASSES, BATCH).astype("int64"))
+
+
+def build_cpp_ops(work: str) -> Any:
+    """The ``CPP_OPS`` operators, compiled into ``work`` on the first call (about 30 s) and loaded."""
+    from paddle.utils.cpp_extension import load
+
+    source, build = os.path.join(work, "cpu_ops.cc"), os.path.join(work, "build")
+    if not os.path.exists(source):
+        os.makedirs(build)
+        with open(source, "w") as f:
+            f.write(CPP_OPS)
+    # -ffast-math lets the compiler vectorise expf (glibc's libmvec); the forwards are Paddle's kernels anyway
+    return load(name="uninext_cpu_ops_prototype", sources=[source], build_directory=build,
+                extra_cxx_cflags=["-O3", "-march=native", "-ffast-math"], verbose=False)
+
+
+def use_cpp_ops(work: str) -> None:
+    """Every ``nn.LayerNorm`` (with weight and bias) and exact ``nn.GELU`` on CPU float32 tensors with gradients
+    through the prototype operators."""
+    import paddle
+
+    ops = build_cpp_ops(work)
+    layer_norm, gelu = paddle.nn.LayerNorm.forward, paddle.nn.GELU.forward
+
+    def applies(x: paddle.Tensor) -> bool:
+        return paddle.is_grad_enabled() and x.place.is_cpu_place() and x.dtype == paddle.float32
+
+    def layer_norm_forward(self: paddle.nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
+        if self.weight is None or self.bias is None or len(self._normalized_shape) != 1 or not applies(x):
+            return layer_norm(self, x)
+        return ops.uninext_layer_norm(x, self.weight, self.bias, self._epsilon)[0]
+
+    def gelu_forward(self: paddle.nn.GELU, x: paddle.Tensor) -> paddle.Tensor:
+        return gelu(self, x) if self._approximate or not applies(x) else ops.uninext_gelu(x)
+
+    paddle.nn.LayerNorm.forward, paddle.nn.GELU.forward = layer_norm_forward, gelu_forward
+
+
+def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bool, threads: int,
+             multi_tensor_adam: bool, cpp_ops: bool) -> dict[str, Any]:
+    """The port's train step as train.py runs it (the engine's loop over a loader of the same batch), in a
+    tuned process; options: a fast path off, the model through ``paddle.jit.to_static``, a math thread count,
+    Adam's multi-tensor update, the C++ LayerNorm and GELU prototype."""
+    import contextlib
+
+    import numpy as np
+    import paddle
+
+    paddle.set_device("cpu")
+    from uninext_paddle.runtime import tune_cpu_runtime
+
+    tune_cpu_runtime()  # as train.py does on the CPU, before the first matmul
+    if threads:
+        paddle.base.core.set_num_threads(threads)
+    import uninext_paddle as up
+    from uninext_paddle import fastpath
+    from uninext_paddle.engine import EpochMeter, train_one_epoch
+    from uninext_paddle.optim import build_optimizer, build_scheduler
+    from uninext_paddle.records import Records
+
+    if cpp_ops:
+        use_cpp_ops(work)
+    model = up.create_model("T", num_classes=CLASSES)
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in np.load(os.path.join(work, WEIGHTS)).items()})
+    batch = np.load(os.path.join(work, BATCH_FILE))
+    scheduler = build_scheduler(1e-4, 782, 100)  # train.py's defaults: 50000 // 64 steps per epoch, 100 epochs
+    if multi_tensor_adam:
+        optimizer = paddle.optimizer.Adam(parameters=model.parameters(), learning_rate=scheduler, weight_decay=1e-5,
+                                          use_multi_tensor=True)
+    else:
+        optimizer = build_optimizer("adam", model, scheduler, 1e-5)
+    criterion = up.LabelSmoothingCrossEntropy(0.1)
+    net = paddle.jit.to_static(model, full_graph=True) if static else model
+
+    def loader(n: int) -> paddle.io.DataLoader:
+        x, y = np.concatenate([batch["x"]] * n), np.concatenate([batch["y"]] * n)  # the same batch n times
+        data = paddle.io.TensorDataset([paddle.to_tensor(x), paddle.to_tensor(y)])
+        return paddle.io.DataLoader(data, batch_size=BATCH, shuffle=False, num_workers=0)
+
+    ends: list[float] = []  # seconds from the start of the timed epoch to the end of each of its steps
+    losses: list[float] = []  # each step's loss: the growth of its epoch's running sum
+    previous_sum = [0.0]
+
+    def after_step(meter: EpochMeter, seconds: float, timed: bool) -> None:
+        losses.append(meter.loss_sum - (previous_sum[0] if meter.step > 1 else 0.0))
+        previous_sum[0] = meter.loss_sum
+        if timed:
+            ends.append(seconds)
+
+    with fastpath.disabled(disable) if disable else contextlib.nullcontext():
+        for n, timed in ((warmup, False), (steps, True)):
+            train_one_epoch(net, loader(n), criterion, optimizer, scheduler, Records(), EpochMeter(), epoch=0,
+                            after_step=lambda meter, seconds: after_step(meter, seconds, timed))
+    return {"first_loss": losses[0], "last_loss": losses[-1], **rates(list(np.diff([0.0, *ends])))}
+
+
+def run_pytorch(work: str, anchors: str, warmup: int, steps: int, threads: int | None) -> dict[str, Any]:
+    """PyTorch's eager train step on the notebook's model in PyTorch, as ``vs_pytorch.py`` times it."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, anchors)
+    import notebook_model_torch as anchor
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = anchor.UniNeXt()
+    anchor.load_paddle_state(model, dict(np.load(os.path.join(work, WEIGHTS))))
+    batch = np.load(os.path.join(work, BATCH_FILE))
+    x, y = torch.from_numpy(batch["x"]), torch.from_numpy(batch["y"])
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> float:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return float(loss)
+
+    seconds, losses = [], []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        losses.append(step())
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return {"first_loss": losses[0], "last_loss": losses[-1], "threads": torch.get_num_threads(), **rates(seconds)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The driver: contestants in fresh processes, alternating over the rounds.
+
+def contestants(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
+    """Contestant name -> (command line of its child process, folder of the ``uninext_paddle`` it imports)."""
+    port = [sys.executable, os.path.abspath(__file__), "--child", "port", "--work", args.work,
+            "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    runs = {"port": (port, ROOT)}
+    if args.baseline:
+        runs[f"port at {args.baseline}"] = (port, os.path.abspath(args.baseline))
+    if args.ablate:
+        import uninext_paddle.fastpath as fastpath
+
+        for name in fastpath.FASTPATHS:
+            runs[f"port, no {name}"] = ([*port, "--disable", name], ROOT)
+    threads = f"port, {args.threads} math thread{'s' * (args.threads > 1)}"
+    for wanted, name, option in ((args.static, "port, to_static model", ["--static"]),
+                                 (args.threads, threads, ["--threads", str(args.threads)]),
+                                 (args.multi_tensor_adam, "port, multi-tensor Adam", ["--multi-tensor-adam"]),
+                                 (args.cpp_ops, "port, C++ LayerNorm+GELU (prototype)", ["--cpp-ops"])):
+        if wanted:
+            runs[name] = ([*port, *option], ROOT)
+    if args.torch_python:
+        torch = [args.torch_python, os.path.abspath(__file__), "--child", "pytorch", "--work", args.work,
+                 "--anchors", args.anchors, "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        runs["pytorch"] = (torch, ROOT)
+        if args.torch_one_thread:
+            runs["pytorch, 1 thread"] = ([*torch, "--torch-threads", "1"], ROOT)
+    return runs
+
+
+def run_child(command: list[str], package_root: str) -> dict[str, Any]:
+    """One contestant's process, importing ``uninext_paddle`` from ``package_root``; its result is the last line
+    it prints (JSON)."""
+    env = {**os.environ, "PYTHONPATH": package_root}
+    done = subprocess.run(command, cwd=package_root, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Every contestant ``args.rounds`` times, alternating; each one's best round, and the ratios."""
+    runs = contestants(args)
+    best: dict[str, dict[str, Any]] = {}
+    for i in range(args.rounds):
+        for name, (command, package_root) in runs.items():
+            result = run_child(command, package_root)
+            print(f"round {i + 1} {name:32s} {result['median']:6.1f} img/s median, {result['best']:6.1f} best "
+                  f"step, losses {result['first_loss']:.6f} -> {result['last_loss']:.6f}", flush=True)
+            if name not in best or result["median"] > best[name]["median"]:
+                best[name] = result
+    return {"best": best, "rounds": args.rounds, "warmup": args.warmup, "steps": args.steps,
+            "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """Markdown rows: best-round median img/s of each contestant, against the port and against PyTorch."""
+    best = report["best"]
+    print(f"\nbest of {report['rounds']} rounds, median of {report['steps']} steps after {report['warmup']} warm-up")
+    print("| contestant | img/s | / port | / pytorch | loss of the first and the last step |")
+    print("|---|---|---|---|---|")
+    for name, r in best.items():
+        vs_torch = f"{r['median'] / best['pytorch']['median']:.2f}x" if "pytorch" in best else ""
+        print(f"| {name} | {r['median']:.1f} | {r['median'] / best['port']['median']:.2f}x | {vs_torch} | "
+              f"{r['first_loss']:.6f} -> {r['last_loss']:.6f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--torch-python", default=None, help="a Python with PyTorch: adds the PyTorch contestant")
+    p.add_argument("--anchors", default=os.path.join(ROOT, "..", "shared", "anchors"),
+                   help="folder of notebook_model_torch.py")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first, in each process")
+    p.add_argument("--steps", type=int, default=8, help="timed steps, in each process")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="add the port of another checkout, e.g. the last commit: git archive HEAD | tar -x -C DIR")
+    p.add_argument("--ablate", action="store_true", help="add the port with each fast path off")
+    p.add_argument("--static", action="store_true", help="add the port with the model through to_static")
+    p.add_argument("--threads", type=int, default=0, help="add the port with this many math threads")
+    p.add_argument("--multi-tensor-adam", action="store_true", help="add the port with Adam(use_multi_tensor)")
+    p.add_argument("--cpp-ops", action="store_true",
+                   help="add the port with the C++ LayerNorm and GELU prototype (compiled first, about 30 s)")
+    p.add_argument("--torch-one-thread", action="store_true", help="add PyTorch on 1 thread")
+    p.add_argument("--json", default=None, help="also write the results here")
+    # a contestant's own process
+    p.add_argument("--child", choices=("port", "pytorch"), help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--disable", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--torch-threads", type=int, default=0, help=argparse.SUPPRESS)  # 0: PyTorch's default
+    args = p.parse_args(argv)
+    if args.child == "port":
+        print(json.dumps(run_port(args.work, args.warmup, args.steps, args.disable, args.static, args.threads,
+                                  args.multi_tensor_adam, args.cpp_ops)))
+        return
+    if args.child == "pytorch":
+        print(json.dumps(run_pytorch(args.work, args.anchors, args.warmup, args.steps, args.torch_threads)))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
+        args.work = work
+        subprocess.run([sys.executable, "-c", "import sys; from bench.bench_train import make_inputs; "
+                        "make_inputs(sys.argv[1])", work], cwd=ROOT, check=True, capture_output=True)
+        if args.cpp_ops:  # compiled once, before any contestant is timed
+            subprocess.run([sys.executable, "-c", "import sys; from bench.bench_train import build_cpp_ops; "
+                            "build_cpp_ops(sys.argv[1])", work], cwd=ROOT, check=True, capture_output=True)
+        report = run_benchmark(args)
+    print_table(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
