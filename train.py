@@ -167,15 +167,16 @@ class CpuSpeedNote:
     AFTER_BATCHES = 3
 
     def __init__(self, batches_per_epoch: int, image_size: int) -> None:
-        self.batches, self.image_size, self.done = batches_per_epoch, image_size, False
+        self.batches, self.image_size, self.steps = batches_per_epoch, image_size, 0
 
     def __call__(self, meter: EpochMeter, seconds: float) -> None:
-        if self.done or meter.step < self.AFTER_BATCHES:
+        self.steps += 1  # batches this process has run (a resumed epoch starts part-way)
+        if self.steps != self.AFTER_BATCHES:
             return
-        self.done = True
         projected = seconds / self.AFTER_BATCHES * self.batches
         if projected > SLOW_EPOCH_SECONDS:
-            alternative = "; --image-size 32 is about 40x faster" if self.image_size > 32 else ""
+            fewer = (self.image_size / 32) ** 2
+            alternative = f"; --image-size 32 has {fewer:.0f}x fewer pixels per image" if fewer > 1 else ""
             print(f"note: on the CPU one epoch of {self.batches} batches will take about {projected / 3600:.1f} h "
                   f"at this speed{alternative}; going on", file=sys.stderr, flush=True)
 
