@@ -20,8 +20,8 @@ from tests.cifar_fixture import make_cifar_tarball
 from tests.conftest import ROOT
 from uninext_paddle.train_state import TrainingState
 
-# 80 train images: 5 batches of 8 per process and epoch; 20 val images; 2 epochs
-FAST = ["--image-size", "16", "--batch-size", "8", "--epochs", "2", "--num-workers", "0", "--device", "cpu"]
+# 80 train images: 5 batches of 8 per process and epoch; 20 val images; one epoch
+FAST = ["--image-size", "16", "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--device", "cpu"]
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 FILES = ["best_model.pdparams", "best_optimizer.pdopt", "final_model.pdparams", "final_optimizer.pdopt",
          "history.json", "last.pdckpt", "train.log"]
