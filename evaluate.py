@@ -27,6 +27,7 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
 import os
+import sys
 
 import numpy as np
 import paddle
@@ -37,7 +38,7 @@ from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
 from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
                                 add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import load_val_split
-from uninext_paddle.device import AMP_MODES, amp_context, select_device
+from uninext_paddle.device import AMP_MODES, amp_context, cpu_build_on_gpu_machine_note, select_device
 from uninext_paddle.engine import evaluate
 from uninext_paddle.export import check_export, check_onnx_export, export_model, export_onnx, onnx_modules
 from uninext_paddle.fileio import atomic_write_json
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     # setup: device (and on the CPU this process's settings), model and its class names, data, backend
     with about("--device"):
         device = select_device(args.device)
+    gpu_note = cpu_build_on_gpu_machine_note()
+    if gpu_note:
+        print(f"note: {gpu_note}", file=sys.stderr)
     if device == "cpu":
         print("CPU settings: " + ("; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"))
     with about("--amp"):

@@ -19,6 +19,7 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
 from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
                                 add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
 from uninext_paddle.data import load_val_split
-from uninext_paddle.device import select_device
+from uninext_paddle.device import cpu_build_on_gpu_machine_note, select_device
 from uninext_paddle.image_data import CIFAR10, collect_image_files, data_kind
 from uninext_paddle.plots import denormalize, label_names, plot_learning_curve, save_figure, show_images
 from uninext_paddle.predict import UNLABELLED, check_class_names, image_files_dataset
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.predictions or args.lime:
         with about("--device"):
             device = select_device(args.device)
+        gpu_note = cpu_build_on_gpu_machine_note()
+        if gpu_note:
+            print(f"note: {gpu_note}", file=sys.stderr)
         if device == "cpu":
             print("CPU settings: " + ("; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"))
         with about("--ckpt"):
