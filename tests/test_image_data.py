@@ -262,19 +262,6 @@ def test_an_unreadable_image_reaches_the_training_loop_as_a_data_error_naming_it
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_paddles_own_loader_loses_the_error_with_workers(scratch):
-    """Why RaisingDataLoader exists (Paddle 3.3.1): with workers the loop gets a SystemError (the DataError is
-    only printed by the loading thread); without workers it waits for the next batch forever (not run here)."""
-    write_truncated(scratch / "train" / "two" / "noise.png")
-    train = load_image_split(str(scratch), "train", build_train_transforms(16))
-    batches = iter(paddle.io.DataLoader(train, batch_size=4, shuffle=False, num_workers=2))
-    try:
-        with pytest.raises(SystemError, match="Blocking queue is killed"):
-            list(batches)
-    finally:
-        batches._try_shutdown_all()  # left to the garbage collector, joining the workers can hang
-
-
 def test_raising_loader_gives_the_batches_paddle_gives(folder):
     train = load_image_split(str(folder), "train", build_test_transforms(16))
     ours = consume(RaisingDataLoader(train, batch_size=4, shuffle=False, num_workers=0))
