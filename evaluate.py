@@ -27,7 +27,6 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
 import os
-import sys
 
 import numpy as np
 import paddle
@@ -35,17 +34,19 @@ import paddle
 from uninext_paddle import LabelSmoothingCrossEntropy
 from uninext_paddle.backends import select_backend
 from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
-from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
-                                add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
+from uninext_paddle.cli import (ArgumentParser, about, add_amp_flag, add_backend_flag, add_checkpoint_flags,
+                                add_data_flags, add_device_flag, add_loader_flags, add_progress_flag,
+                                check_inference_image_size, check_ranges, check_writable, fail, progress_wanted,
+                                run_cli, select_device_and_tune)
 from uninext_paddle.data import load_val_split
-from uninext_paddle.device import AMP_MODES, amp_context, cpu_build_on_gpu_machine_note, select_device
+from uninext_paddle.device import amp_context
 from uninext_paddle.engine import evaluate
 from uninext_paddle.export import check_export, check_onnx_export, export_model, export_onnx, onnx_modules
 from uninext_paddle.fileio import atomic_write_json
-from uninext_paddle.image_data import CIFAR10, RaisingDataLoader, collect_image_files, data_kind
+from uninext_paddle.image_data import CIFAR10, collect_image_files, data_kind
+from uninext_paddle.loader import make_loader
 from uninext_paddle.plots import plot_confusion_matrix, save_figure
 from uninext_paddle.predict import check_class_names, image_files_dataset, predict_probabilities, top_k
-from uninext_paddle.runtime import tune_cpu_runtime
 from uninext_paddle.throughput import model_throughput, notebook_loop
 
 
@@ -59,10 +60,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="predict these image files (a folder: its images, recursively) instead of evaluating "
                         "--data: the --topk most probable classes of each")
     p.add_argument("--topk", type=int, default=5, help="classes printed per --images file (at most all of them)")
-    p.add_argument("--batch-size", type=int, default=128, help="test images per forward pass")
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
+    add_loader_flags(p, batch_help="test images per forward pass")
     add_device_flag(p)
-    p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
+    add_amp_flag(p)
     add_backend_flag(p)
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed forward passes before the model-only timing")
     p.add_argument("--timed-batches", type=int, default=10, help="forward passes timed for the model-only throughput")
@@ -79,14 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """One clear line for values argparse's types let through."""
-    for name in ("image_size", "batch_size", "timed_batches", "topk"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("num_workers", "warmup_batches"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if args.image_size < 16:
-        fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
+    check_ranges(args, positive=("image_size", "batch_size", "timed_batches", "topk"),
+                 non_negative=("num_workers", "warmup_batches"))
+    check_inference_image_size(args.image_size)
     if args.images is not None:
         evaluating = [flag for flag, value in (("--confusion", args.confusion), ("--export", args.export),
                                                ("--export-onnx", args.export_onnx)) if value is not None]
@@ -98,8 +93,7 @@ def predict_files(args: argparse.Namespace, files: list[str], runner: paddle.nn.
                   names: list[str], device: str, backend: str) -> dict:
     """``--images``: the ``--topk`` most probable classes of each file, printed one line per file; returns the
     JSON report."""
-    loader = RaisingDataLoader(image_files_dataset(files, names, args.image_size), batch_size=args.batch_size,
-                               shuffle=False, num_workers=args.num_workers)
+    loader = make_loader(image_files_dataset(files, names, args.image_size), args.batch_size, args.num_workers)
     with about("--images"):  # a file that does not decode fails here, naming it
         probabilities = predict_probabilities(runner, loader, args.amp, device)  # [files, classes]
     tops = top_k(probabilities, names, args.topk)
@@ -138,13 +132,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------------------------------------------------
     # setup: device (and on the CPU this process's settings), model and its class names, data, backend
-    with about("--device"):
-        device = select_device(args.device)
-    gpu_note = cpu_build_on_gpu_machine_note()
-    if gpu_note:
-        print(f"note: {gpu_note}", file=sys.stderr)
-    if device == "cpu":
-        print("CPU settings: " + ("; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"))
+    start = select_device_and_tune(args.device)
+    start.report()
+    device = start.device
     with about("--amp"):
         amp_context(args.amp, device)  # rejects --amp fp16/bf16 where it cannot run, before any work
     with about("--ckpt"):
@@ -162,25 +152,21 @@ def main(argv: list[str] | None = None) -> None:
         write_json(predict_files(args, files, runner, variant, names, device, backend), args.json)
         return
     cifar = data_kind(args.data) == CIFAR10
-    # image files can be unreadable: that loader reports the file instead of hanging (image_data.py)
-    loader_type = paddle.io.DataLoader if cifar else RaisingDataLoader
-    loader = loader_type(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False,
-                         num_workers=args.num_workers)
+    loader = make_loader(dataset, args.batch_size, args.num_workers)
     progress = progress_wanted(args.progress)
 
     # ------------------------------------------------------------------------------------------------------
     # the notebook's validation pass (accuracy, loss, per class); untimed: its loss and metrics are not the
     # notebook's timed loop
-    with about("--data"):
+    with about("--data"):  # an unreadable image, a data loader worker that died: one line
         stats = evaluate(runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
                          num_classes=num_classes, progress=progress)
+        # the notebook's throughput: its bare loop over the test loader, timed on its own
+        loop = notebook_loop(runner, loader, args.amp, device, progress)
+        images = next(iter(loader))[0]
     confusion = np.asarray(stats["confusion"])
 
-    # the notebook's throughput: its bare loop over the test loader, timed on its own
-    loop = notebook_loop(runner, loader, args.amp, device, progress)
-
     # model-only: the forward pass on one device-resident batch, repeated
-    images = next(iter(loader))[0]
     forward_throughput = model_throughput(runner, images, device, args.amp, args.warmup_batches, args.timed_batches)
 
     per_class = {name: {"correct": c, "total": t, "acc": c / t if t else None}

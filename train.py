@@ -8,8 +8,9 @@
 Defaults are the notebook's: batch 128, Adam(weight_decay=1e-5), CosineAnnealingDecay(1e-4,
 T_max=steps_per_epoch * epochs) stepped every batch, LabelSmoothingCrossEntropy(0.1), 100 epochs, seed 42.
 Writes the notebook's best_model.pdparams/best_optimizer.pdopt (on every val-accuracy improvement) and
-final_model.pdparams/final_optimizer.pdopt, plus history.json (loss_record/acc_record), the resumable
-last.pdckpt after every epoch and train.log (everything printed).
+final_model.pdparams/final_optimizer.pdopt (``--save-format safetensors``: the weights as .safetensors), plus
+history.json (loss_record/acc_record), the resumable last.pdckpt after every epoch and train.log (everything
+printed).
 """
 from __future__ import annotations
 
@@ -24,33 +25,32 @@ import os
 import shlex
 import signal
 import sys
+from typing import Any
 
 import numpy as np
 import paddle
 
 from uninext_paddle import LabelSmoothingCrossEntropy, create_model
 from uninext_paddle.checkpoint import (BEST_MODEL, BEST_MODEL_EMA, BEST_OPTIMIZER, FINAL_MODEL, FINAL_OPTIMIZER,
-                                       load_backbone, load_weights, save_class_names)
-from uninext_paddle.config_file import apply_config, check_recipe
-from uninext_paddle.cli import (ArgumentParser, about, add_data_flags, add_device_flag, add_progress_flag,
-                                check_writable, fail, progress_wanted, run_cli)
-from uninext_paddle.data import CIFAR10_CLASSES, build_loaders, ensure_cifar10, start_train_epoch
-from uninext_paddle.device import (AMP_MODES, cpu_build_on_gpu_machine_note, init_distributed, is_main_process,
-                                   make_grad_scaler, rank, select_device, world_size)
-from uninext_paddle.engine import EpochMeter, StopRequests, evaluate, nonfinite_parameters, train_one_epoch
-from uninext_paddle.ema import ModelEma
-from uninext_paddle.errors import DivergedError, UninextError
+                                       WEIGHTS_FORMATS, load_backbone, save_weights, weights_file)
+from uninext_paddle.cli import (ArgumentParser, about, add_amp_flag, add_data_flags, add_device_flag,
+                                add_loader_flags, add_progress_flag, check_ranges, check_writable, fail,
+                                progress_wanted, run_cli, select_device_and_tune)
+from uninext_paddle.config_file import apply_config
+from uninext_paddle.data import build_loaders, ensure_cifar10, start_train_epoch
+from uninext_paddle.device import init_distributed, is_main_process, make_grad_scaler, rank, world_size
+from uninext_paddle.ema import ModelEma, check_ema
+from uninext_paddle.engine import EpochMeter, StopRequests, TrainStep, evaluate, nonfinite_parameters, train_one_epoch
+from uninext_paddle.errors import DataError, DivergedError, UninextError
 from uninext_paddle.fileio import atomic_save
 from uninext_paddle.image_data import CIFAR10, data_kind
-from uninext_paddle.loss import SoftTargetCrossEntropy
-from uninext_paddle.mixing import MixupCutmix
+from uninext_paddle.loader import BatchLoader
+from uninext_paddle.mixing import MixupCutmix, check_mixing
 from uninext_paddle.model import VARIANTS
-from uninext_paddle.optim import OPTIMIZERS, build_optimizer, build_scheduler
+from uninext_paddle.optim import OPTIMIZERS, build_optimizer, build_scheduler, check_optimizer, check_schedule
 from uninext_paddle.records import HISTORY_FILE, Records
 from uninext_paddle.runlog import tee_to_file
-from uninext_paddle.runtime import tune_cpu_runtime
-from uninext_paddle.train_state import (LAST_CHECKPOINT, TrainingState, capture_rng, portable_optimizer_state,
-                                        restore_optimizer_state, restore_rng)
+from uninext_paddle.train_state import LAST_CHECKPOINT, RunState, TrainingState, restore, snapshot
 
 LOG_FILE = "train.log"
 # On the CPU, a projected epoch longer than this gets a note with the practical alternative.
@@ -65,7 +65,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--variant", default="T", choices=list(VARIANTS), help="UniNeXt_T, _S or _B")
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
     p.add_argument("--lr", type=float, default=1e-4, help="peak of the cosine schedule")
     p.add_argument("--weight-decay", type=float, default=1e-5, help="Adam's (L2) weight decay")
     p.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
@@ -73,10 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_flags(p, data_help="the CIFAR-10 python tarball (downloaded there if absent), an image folder "
                                 "(DIR/train/<class>/*.jpg, DIR/val/...) or list files (DIR/train_list.txt, ...)")
     p.add_argument("--work-dir", default=os.path.join("work", "model"), help="where checkpoints go")
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
+    add_loader_flags(p, batch_help="per process")
     p.add_argument("--seed", type=int, default=42)
     add_device_flag(p)
-    p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
+    add_amp_flag(p)
     p.add_argument("--log-interval", type=int, default=10,
                    help="record the train loss (loss_record) and refresh the progress bar every N batches")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
@@ -86,6 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "count is initialised afresh")
     p.add_argument("--freeze-backbone", action="store_true", help="with --init: train the head only")
     p.add_argument("--visualdl", default=None, metavar="DIR", help="also log scalars for VisualDL to DIR")
+    p.add_argument("--save-format", default="pdparams", choices=list(WEIGHTS_FORMATS),
+                   help="the best and final weights as the notebook's .pdparams or as .safetensors")
     add_progress_flag(p)
     recipe = p.add_argument_group("recipe options beyond the notebook (their defaults are its run)")
     recipe.add_argument("--config", default=None, metavar="FILE",
@@ -113,19 +114,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """One clear line for values argparse's types let through."""
-    for name in ("epochs", "batch_size", "lr", "image_size", "log_interval"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.weight_decay < 0 or args.num_workers < 0:
-        fail("--weight-decay and --num-workers must not be negative")
+    """One clear line for values argparse's types let through, before any work."""
+    check_ranges(args, positive=("epochs", "batch_size", "lr", "image_size", "log_interval", "accum_steps"),
+                 non_negative=("num_workers",))
     if not 0 <= args.smoothing < 1 or not 0 <= args.drop_path_rate < 1:
         fail("--smoothing and --drop-path-rate must be in [0, 1)")
     with about("recipe"):
-        check_recipe(lr=args.lr, epochs=args.epochs, weight_decay=args.weight_decay, optimizer=args.optimizer,
-                     warmup_epochs=args.warmup_epochs, min_lr=args.min_lr, clip_grad=args.clip_grad,
-                     mixup=args.mixup, cutmix=args.cutmix, mix_prob=args.mix_prob,
-                     mix_switch_prob=args.mix_switch_prob, ema=args.ema, accum_steps=args.accum_steps)
+        check_schedule(args.lr, args.epochs, args.warmup_epochs, args.min_lr)
+        check_optimizer(args.optimizer, args.weight_decay, args.clip_grad)
+        check_mixing(args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob)
+        if args.ema is not None:
+            check_ema(args.ema)
     if args.batch_size % args.accum_steps:
         fail(f"--accum-steps {args.accum_steps} does not divide --batch-size {args.batch_size}")
     if args.init is not None and args.resume is not None:
@@ -149,17 +148,6 @@ def load_resume_state(path: str, variant: str, processes: int) -> TrainingState:
     return state
 
 
-def gather_rng(mixer: MixupCutmix | None) -> list[dict]:
-    """Every process's random generators (the mixer's too), indexed by rank (a collective call: all processes
-    make it)."""
-    mine = {**capture_rng(), "mixing": None if mixer is None else mixer.get_state()}
-    if world_size() == 1:
-        return [mine]
-    states: list[dict] = []
-    paddle.distributed.all_gather_object(states, mine)
-    return states
-
-
 class CpuSpeedNote:
     """After a few batches on the CPU, one line with the projected time per epoch and the practical alternative,
     when the projection is long (the notebook's 224x224 run takes days per epoch on a CPU)."""
@@ -169,7 +157,7 @@ class CpuSpeedNote:
     def __init__(self, batches_per_epoch: int, image_size: int) -> None:
         self.batches, self.image_size, self.steps = batches_per_epoch, image_size, 0
 
-    def __call__(self, meter: EpochMeter, seconds: float) -> None:
+    def __call__(self, seconds: float) -> None:
         self.steps += 1  # batches this process has run (a resumed epoch starts part-way)
         if self.steps != self.AFTER_BATCHES:
             return
@@ -181,6 +169,19 @@ class CpuSpeedNote:
                   f"at this speed{alternative}; going on", file=sys.stderr, flush=True)
 
 
+class StepHooks:
+    """What runs after every optimizer step: the EMA update and, on the CPU, the speed note."""
+
+    def __init__(self, run: RunState, speed_note: CpuSpeedNote | None) -> None:
+        self.run, self.speed_note = run, speed_note
+
+    def __call__(self, meter: EpochMeter, seconds: float) -> None:
+        if self.run.ema is not None:
+            self.run.ema.update(self.run.model_without_ddp)
+        if self.speed_note is not None:
+            self.speed_note(seconds)
+
+
 def main(argv: list[str] | None = None) -> None:
     with about("--config"):
         args = apply_config(get_args_parser(), argv)
@@ -188,29 +189,23 @@ def main(argv: list[str] | None = None) -> None:
     config = vars(args).copy()
 
     # ------------------------------------------------------------------------------------------------------
-    # setup: device (and on the CPU this process's settings), processes, output folder, log file
-    with about("--device"):
-        device = select_device(args.device)
-    gpu_note = cpu_build_on_gpu_machine_note()
-    cpu_settings = None
-    if device == "cpu":
-        cpu_settings = "; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"
+    # setup: device (and on the CPU this process's settings), processes, output folders, log file
+    start = select_device_and_tune(args.device)
     with about("--amp"):
-        amp_scaler = make_grad_scaler(args.amp, device)  # also rejects fp16/bf16 where they cannot run
+        amp_scaler = make_grad_scaler(args.amp, start.device)  # also rejects fp16/bf16 where they cannot run
     with about("--device"):
-        init_distributed(device)
+        init_distributed(start.device)
     config["world_size"] = world_size()
     if not is_main_process():
-        run_explained(args, config, device, amp_scaler)
+        run_explained(args, config, start.device, amp_scaler)
         return
     check_writable(args.work_dir, "--work-dir")
+    if args.visualdl:
+        check_writable(args.visualdl, "--visualdl")
     with tee_to_file(os.path.join(args.work_dir, LOG_FILE)) as log:
-        if gpu_note:
-            print(f"note: {gpu_note}", file=sys.stderr)
-        if cpu_settings is not None:
-            print(f"CPU settings: {cpu_settings}")
+        start.report()
         try:
-            run_explained(args, config, device, amp_scaler)
+            run_explained(args, config, start.device, amp_scaler)
         except UninextError as err:
             log.write(f"error: {err}\n")  # run_cli prints the same line on the console
             raise
@@ -228,15 +223,13 @@ def run_explained(args: argparse.Namespace, config: dict, device: str,
 
 def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.amp.GradScaler | None) -> None:
     """The run itself, on every process: data, model, the loop, the final files."""
-    path = lambda name: os.path.join(args.work_dir, name)  # noqa: E731
-    main_process = is_main_process()
-    if main_process:
+    if is_main_process():
         with about("--data"):
             if data_kind(args.data) == CIFAR10:
                 ensure_cifar10(args.data)  # downloads on rank 0 only; the others wait below
     if world_size() > 1:
         paddle.distributed.barrier()
-    resume_path = None if args.resume is None else args.resume or path(LAST_CHECKPOINT)
+    resume_path = None if args.resume is None else args.resume or os.path.join(args.work_dir, LAST_CHECKPOINT)
     state = None if resume_path is None else load_resume_state(resume_path, args.variant, world_size())
     paddle.seed(args.seed)
     np.random.seed(args.seed)
@@ -249,19 +242,46 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
     config["classes"] = classes
     if state is not None and state.config.get("classes", classes) != classes:
         fail(f"{resume_path} was trained on other classes than --data {args.data} holds")
-    if main_process:
+    if is_main_process():
         print(f"train_dataset: {len(train_loader.dataset)}")
         shared = f" on rank 0 of {world_size()}" if world_size() > 1 else ""
         print(f"val_dataset: {len(val_loader.dataset)}{shared}")
 
     # ------------------------------------------------------------------------------------------------------
     # model, loss, schedule, optimizer (section 2.4), from scratch or resumed
+    run_state = build_run(args, config, classes, len(train_loader), device, amp_scaler)
+    start_epoch, meter = (0, EpochMeter()) if state is None else resume_run(run_state, state, resume_path, config)
+    del state  # its arrays are host copies of everything; the run does not need them again
+    if world_size() > 1:
+        run_state.model = paddle.DataParallel(run_state.model_without_ddp)
+
+    # ------------------------------------------------------------------------------------------------------
+    # the loop: train, validate, save, as in the notebook; plus history.json and last.pdckpt every epoch
+    train_loop(run_state, args, train_loader, val_loader, start_epoch, meter)
+
+    # ------------------------------------------------------------------------------------------------------
+    # the end, as in the notebook
+    if is_main_process():
+        print(run_state.best_acc)
+        save_weights(run_state.model_without_ddp.state_dict(), weights_path(args, FINAL_MODEL), classes)
+        atomic_save(run_state.step.optimizer.state_dict(), os.path.join(args.work_dir, FINAL_OPTIMIZER))
+
+
+def weights_path(args: argparse.Namespace, name: str) -> str:
+    """Where the weights file ``name`` (``BEST_MODEL``, ...) goes, in the ``--save-format``."""
+    return os.path.join(args.work_dir, weights_file(name, args.save_format))
+
+
+def build_run(args: argparse.Namespace, config: dict, classes: list[str], steps_per_epoch: int, device: str,
+              amp_scaler: paddle.amp.GradScaler | None) -> RunState:
+    """The model (from ``--init`` if given), the notebook's loss, schedule and optimizer (or the recipe's), the
+    mixer and the EMA, for a run from scratch."""
     model = create_model(args.variant, num_classes=len(classes), drop_path_rate=args.drop_path_rate,
                          paper_stage3_heads=args.paper_stage3_heads)
     if args.init is not None:
         with about("--init"):
             head_kept = load_backbone(model, args.init, args.variant)
-        if main_process:
+        if is_main_process():
             print(f"initialised from {args.init}" + ("" if head_kept else
                   f" (its head has another class count: a new head for {len(classes)} classes)"))
     if args.freeze_backbone:
@@ -269,158 +289,153 @@ def run(args: argparse.Namespace, config: dict, device: str, amp_scaler: paddle.
             param.stop_gradient = not name.startswith("head.")
     if rank() > 0:  # every process its own drop-path masks; rank 0 keeps the single-process stream
         paddle.seed(args.seed + rank())
-    criterion = LabelSmoothingCrossEntropy(args.smoothing)
     # the notebook's CosineAnnealingDecay(lr, T_max = 50000 // batch_size * n_epochs) and Adam unless asked
-    scheduler = build_scheduler(args.lr, len(train_loader), args.epochs, args.warmup_epochs, args.min_lr)
+    scheduler = build_scheduler(args.lr, steps_per_epoch, args.epochs, args.warmup_epochs, args.min_lr)
     optimizer = build_optimizer(args.optimizer, model, scheduler, args.weight_decay, args.clip_grad)
     mixer = MixupCutmix(args.mixup, args.cutmix, args.mix_prob, args.mix_switch_prob, num_classes=len(classes),
-                        seed=args.seed + rank())
-    mixer = mixer if mixer.enabled else None
-    if mixer is not None and main_process:
+                        seed=args.seed + rank(), smoothing=args.smoothing)
+    if mixer.enabled and is_main_process():
         print("note: under Mixup/CutMix the train accuracy counts each image's dominant label")
-    records, best_acc, best_ema_acc, start_epoch, meter = Records(), 0.0, 0.0, 0, EpochMeter()
-    if state is not None:
-        with about("--resume"):
-            load_weights(model, state.model, resume_path, args.variant)
-        restore_optimizer_state(optimizer, model, state.optimizer)
-        scheduler.set_state_dict(state.scheduler)
-        if amp_scaler is not None and state.scaler:
-            amp_scaler.load_state_dict(state.scaler)
-        records, best_acc = Records(state.records), state.best_acc
-        best_ema_acc = float(state.extras.get("best_ema_acc", 0.0))
-        start_epoch, meter = state.epoch, EpochMeter(**state.meter)
-        not_restored = restore_rng(state.rng[rank()])
-        if mixer is not None and state.rng[rank()].get("mixing"):
-            mixer.set_state(state.rng[rank()]["mixing"])
-        changed = [f"--{k.replace('_', '-')} {state.config.get(k)} -> {config[k]}" for k in _REPORTED_CHANGES
-                   if state.config.get(k, config[k]) != config[k]]
-        if main_process:
-            print(f"resumed from {resume_path}: epoch {start_epoch}, batch {meter.step}, best acc {best_acc:.4f}"
-                  + (f" (changed: {', '.join(changed)}; the run will not repeat the original)" if changed else ""))
-        if not_restored:
-            print(f"note: process {rank()}: {not_restored}", file=sys.stderr)
+    step = TrainStep(optimizer, scheduler, LabelSmoothingCrossEntropy(args.smoothing),
+                     mixer if mixer.enabled else None, args.amp, device, amp_scaler, args.accum_steps,
+                     args.log_interval, is_main_process() and progress_wanted(args.progress))
     ema = ModelEma(model, args.ema, args.ema_warmup) if args.ema is not None else None
-    if ema is not None and state is not None and state.extras.get("ema"):
-        with about("--resume"):
-            ema.set_state_dict(state.extras["ema"])
-    del state  # its arrays are host copies of everything; the run does not need them again
-    net = model  # the bare model, whose state_dict keys are the notebook's
-    if world_size() > 1:
-        model = paddle.DataParallel(model)
+    return RunState(model=model, model_without_ddp=model, step=step, ema=ema, records=Records(), config=config)
 
-    def save_state(epoch: int, meter: EpochMeter) -> None:
-        rng = gather_rng(mixer)  # collective: every process calls save_state
-        if main_process:
-            check_finite(net, f"epoch {epoch}, batch {meter.step}")
-            extras = {} if ema is None else {"ema": ema.state_dict(), "best_ema_acc": best_ema_acc}
-            TrainingState(model=net.state_dict(), optimizer=portable_optimizer_state(optimizer, net),
-                          scheduler=scheduler.state_dict(), scaler=amp_scaler.state_dict() if amp_scaler else None,
-                          epoch=epoch, meter=meter.state_dict(), best_acc=best_acc, records=records.state_dict(),
-                          rng=rng, config=config, extras=extras).save(path(LAST_CHECKPOINT))
 
-    def stop_now(epoch: int, meter: EpochMeter, signum: int | None) -> None:
-        """Save where we are and exit like a process killed by ``signum`` would (128 + signum)."""
-        signum = signum or signal.SIGTERM  # another process got the signal
-        save_state(epoch, meter)
-        if main_process:
-            print(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, batch {meter.step}; to resume, "
-                  f"run the same command with --resume {shlex.quote(path(LAST_CHECKPOINT))}", file=sys.stderr)
-        sys.exit(128 + signum)
+def resume_run(run: RunState, state: TrainingState, path: str, config: dict) -> tuple[int, EpochMeter]:
+    """Put ``run`` back to ``state`` (from ``path``) and say so; (epoch, meter) to continue from."""
+    with about("--resume"):
+        epoch, meter, not_restored = restore(run, state, path, rank())
+    changed = [f"--{k.replace('_', '-')} {state.config.get(k)} -> {config[k]}" for k in _REPORTED_CHANGES
+               if state.config.get(k, config[k]) != config[k]]
+    if is_main_process():
+        print(f"resumed from {path}: epoch {epoch}, batch {meter.step}, best acc {run.best_acc:.4f}"
+              + (f" (changed: {', '.join(changed)}; the run will not repeat the original)" if changed else ""))
+    if not_restored:
+        print(f"note: process {rank()}: {not_restored}", file=sys.stderr)
+    return epoch, meter
 
+
+def train_loop(run: RunState, args: argparse.Namespace, train_loader: BatchLoader, val_loader: BatchLoader,
+               start_epoch: int, meter: EpochMeter) -> None:
+    """The notebook's epochs from ``start_epoch`` (``meter``'s batches of it done): train, validate, save; a
+    stop signal ends it at a batch boundary with a resumable checkpoint (``StopRequests``)."""
     visualdl = None
-    if args.visualdl and main_process:
+    if args.visualdl and is_main_process():
         from visualdl import LogWriter  # imported only when asked for: it pulls in a web stack
         visualdl = LogWriter(logdir=args.visualdl)
-    progress = main_process and progress_wanted(args.progress)
-    speed_note = CpuSpeedNote(len(train_loader), args.image_size) if device == "cpu" and main_process else None
-
-    def after_step(meter: EpochMeter, seconds: float) -> None:
-        if ema is not None:
-            ema.update(net)
-        if speed_note is not None:
-            speed_note(meter, seconds)
-
-    # ------------------------------------------------------------------------------------------------------
-    # the loop: train, validate, save, as in the notebook; plus history.json and last.pdckpt every epoch
+    speed_note = CpuSpeedNote(len(train_loader), args.image_size) if run.step.device == "cpu" else None
+    hooks = StepHooks(run, speed_note if is_main_process() else None)
     with StopRequests() as stop:  # Ctrl-C/SIGTERM: stop after the current batch, resumable
         for epoch in range(start_epoch, args.epochs):
             start_train_epoch(train_loader, epoch, skip=meter.step)
-            if main_process:
-                print("#===epoch: {}, lr={:.10f}===#".format(epoch, optimizer.get_lr()))
-            first_record = records.loss_iter
-            train = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, records, meter, epoch,
-                                    amp=args.amp, device=device, scaler=amp_scaler, log_interval=args.log_interval,
-                                    progress=progress, stop=stop, after_step=after_step, mixer=mixer,
-                                    soft_criterion=SoftTargetCrossEntropy(args.smoothing),
-                                    accum_steps=args.accum_steps)
-            if train is None:
-                stop_now(epoch, meter, stop.signum)
-            check_finite(net, f"epoch {epoch}, batch {meter.step - 1}")
-            records.add_train_acc(train["acc"])
-            if main_process:
-                print("#===epoch: {}, train loss is: {}, train acc is: {:2.2f}%===#".format(
-                    epoch, train["loss"], train["acc"] * 100))
-
-            val = evaluate(model, val_loader, criterion, amp=args.amp, device=device, progress=progress,
-                           batch_size=args.batch_size, num_classes=len(classes))
-            if not math.isfinite(val["loss"]):
-                raise DivergedError(f"the validation loss is {val['loss']} after epoch {epoch}")
-            records.add_val(val["loss"], val["acc"])
-            if main_process:
-                print("#===epoch: {}, val loss is: {}, val acc is: {:2.2f}%===#".format(
-                    epoch, val["loss"], val["acc"] * 100))
-
-            ema_val = None
-            if ema is not None:
-                ema_val = evaluate(ema.module, val_loader, criterion, amp=args.amp, device=device,
-                                   progress=progress, batch_size=args.batch_size, num_classes=len(classes))
-                if main_process:
-                    print("#===epoch: {}, ema val loss is: {}, ema val acc is: {:2.2f}%===#".format(
-                        epoch, ema_val["loss"], ema_val["acc"] * 100))
-            improved = val["acc"] > best_acc
-            if improved:
-                best_acc = val["acc"]
-            ema_improved = ema_val is not None and math.isfinite(ema_val["loss"]) and ema_val["acc"] > best_ema_acc
-            if ema_improved:
-                best_ema_acc = ema_val["acc"]
-            records.add_epoch({"epoch": epoch, "lr": optimizer.get_lr(), "train_loss": train["loss"],
-                               "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
-                               "val_top1": val["top1"], "best_acc": best_acc, "train_images": train["images"],
-                               "val_images": val["images"], "train_seconds": train["seconds"],
-                               "val_seconds": val["seconds"], "skipped_steps": train["skipped"],
-                               **({} if ema_val is None else {"ema_val_loss": ema_val["loss"],
-                                                              "ema_val_acc": ema_val["acc"],
-                                                              "best_ema_acc": best_ema_acc})})
+            if is_main_process():
+                print("#===epoch: {}, lr={:.10f}===#".format(epoch, run.step.optimizer.get_lr()))
+            first_record = run.records.loss_iter
+            train, vals = run_epoch(run, args, (train_loader, val_loader), epoch, meter, stop, hooks)
+            improved = record_epoch(run, epoch, train, vals)
             meter = EpochMeter()
-            if main_process:
-                if improved:
-                    save_weights(net, path(BEST_MODEL), classes)
-                    atomic_save(optimizer.state_dict(), path(BEST_OPTIMIZER))
-                if ema_improved:
-                    save_weights(ema.module, path(BEST_MODEL_EMA), classes)
-                records.save(path(HISTORY_FILE), config=config)
-            save_state(epoch + 1, meter)
+            if is_main_process():
+                save_epoch_files(run, args, improved)
+            save_checkpoint(run, args, epoch + 1, meter)
             if visualdl is not None:
-                log_scalars(visualdl, records, first_record, epoch, train, val, optimizer.get_lr())
+                log_scalars(visualdl, run.records, first_record, epoch, train, vals["val"],
+                            run.step.optimizer.get_lr())
             if stop.requested():
-                stop_now(epoch + 1, meter, stop.signum)
-
-    # ------------------------------------------------------------------------------------------------------
-    # the end, as in the notebook
-    if main_process:
-        print(best_acc)
-        save_weights(net, path(FINAL_MODEL), classes)
-        atomic_save(optimizer.state_dict(), path(FINAL_OPTIMIZER))
+                stop_and_exit(run, args, epoch + 1, meter, stop.signum)
     if visualdl is not None:
         visualdl.close()
 
 
-def save_weights(model: paddle.nn.Layer, weights_path: str, classes: list[str]) -> None:
-    """The notebook's plain state_dict at ``weights_path``; the class names beside it unless they are CIFAR-10's
-    (which weights without names are taken to be)."""
-    if classes != list(CIFAR10_CLASSES):
-        save_class_names(weights_path, classes)
-    atomic_save(model.state_dict(), weights_path)
+def run_epoch(run: RunState, args: argparse.Namespace, loaders: tuple[BatchLoader, BatchLoader], epoch: int,
+              meter: EpochMeter, stop: StopRequests, hooks: StepHooks) -> tuple[dict, dict[str, dict]]:
+    """One epoch's training and validation: (the train figures, {"val": the model's, "ema val": the EMA's}).
+    A stop signal saves and exits; a data error (unreadable image, dead loader worker) saves what a stop saves
+    and ends the run with one line."""
+    train_loader, val_loader = loaders
+    try:
+        train = train_one_epoch(run.model, train_loader, run.step, run.records, meter, epoch, stop, hooks)
+        if train is None:
+            stop_and_exit(run, args, epoch, meter, stop.signum)
+        check_finite(run.model_without_ddp, f"epoch {epoch}, batch {meter.step - 1}")
+        if is_main_process():
+            print_epoch_line(epoch, "train", train)
+        validated = {"val": run.model, **({} if run.ema is None else {"ema val": run.ema.module})}
+        vals = {name: evaluate(model, val_loader, run.step.criterion, amp=run.step.amp, device=run.step.device,
+                               progress=run.step.progress, batch_size=args.batch_size,
+                               num_classes=len(run.config["classes"]))
+                for name, model in validated.items()}
+    except DataError as err:
+        save_checkpoint(run, args, epoch, meter)  # the records are untouched until validation succeeds
+        fail(f"--data: {err}; {os.path.join(args.work_dir, LAST_CHECKPOINT)} holds the run up to epoch {epoch}, "
+             f"batch {meter.step}: run the same command with --resume to continue")
+    return train, vals
+
+
+def print_epoch_line(epoch: int, what: str, figures: dict) -> None:
+    """The notebook's line of an epoch's figures: ``#===epoch: 0, val loss is: ..., val acc is: ...%===#``."""
+    print("#===epoch: {}, {} loss is: {}, {} acc is: {:2.2f}%===#".format(
+        epoch, what, figures["loss"], what, figures["acc"] * 100))
+
+
+def record_epoch(run: RunState, epoch: int, train: dict, vals: dict[str, dict]) -> dict[str, bool]:
+    """The epoch's figures into the records and the best accuracies; returns which improved ("model", "ema")."""
+    val, ema_val = vals["val"], vals.get("ema val")
+    if not math.isfinite(val["loss"]):
+        raise DivergedError(f"the validation loss is {val['loss']} after epoch {epoch}")
+    run.records.add_train_acc(train["acc"])
+    run.records.add_val(val["loss"], val["acc"])
+    if is_main_process():
+        for name, figures in vals.items():
+            print_epoch_line(epoch, name, figures)
+    improved = {"model": val["acc"] > run.best_acc,
+                "ema": ema_val is not None and math.isfinite(ema_val["loss"]) and ema_val["acc"] > run.best_ema_acc}
+    run.best_acc = max(run.best_acc, val["acc"])
+    if improved["ema"]:
+        run.best_ema_acc = ema_val["acc"]
+    run.records.add_epoch({"epoch": epoch, "lr": run.step.optimizer.get_lr(), "train_loss": train["loss"],
+                           "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
+                           "val_top1": val["top1"], "best_acc": run.best_acc, "train_images": train["images"],
+                           "val_images": val["images"], "train_seconds": train["seconds"],
+                           "val_seconds": val["seconds"], "skipped_steps": train["skipped"],
+                           **({} if ema_val is None else {"ema_val_loss": ema_val["loss"],
+                                                          "ema_val_acc": ema_val["acc"],
+                                                          "best_ema_acc": run.best_ema_acc})})
+    return improved
+
+
+def save_epoch_files(run: RunState, args: argparse.Namespace, improved: dict[str, bool]) -> None:
+    """The notebook's best weights and optimizer state when the model improved, the EMA's when it did, and
+    history.json."""
+    classes = run.config["classes"]
+    if improved["model"]:
+        save_weights(run.model_without_ddp.state_dict(), weights_path(args, BEST_MODEL), classes)
+        atomic_save(run.step.optimizer.state_dict(), os.path.join(args.work_dir, BEST_OPTIMIZER))
+    if improved["ema"]:
+        save_weights(run.ema.module.state_dict(), weights_path(args, BEST_MODEL_EMA), classes)
+    run.records.save(os.path.join(args.work_dir, HISTORY_FILE), config=run.config)
+
+
+def save_checkpoint(run: RunState, args: argparse.Namespace, epoch: int, meter: EpochMeter) -> None:
+    """last.pdckpt at ``epoch`` with ``meter``'s batches done (a collective call: every process makes it; the
+    main process writes), never from non-finite weights."""
+    state = snapshot(run, epoch, meter)
+    if is_main_process():
+        check_finite(run.model_without_ddp, f"epoch {epoch}, batch {meter.step}")
+        state.save(os.path.join(args.work_dir, LAST_CHECKPOINT))
+
+
+def stop_and_exit(run: RunState, args: argparse.Namespace, epoch: int, meter: EpochMeter,
+                  signum: int | None) -> None:
+    """Save where we are and exit like a process killed by ``signum`` would (128 + signum)."""
+    signum = signum or signal.SIGTERM  # another process got the signal
+    save_checkpoint(run, args, epoch, meter)
+    if is_main_process():
+        print(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, batch {meter.step}; to resume, run the "
+              f"same command with --resume {shlex.quote(os.path.join(args.work_dir, LAST_CHECKPOINT))}",
+              file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def check_finite(model: paddle.nn.Layer, where: str) -> None:
@@ -431,7 +446,7 @@ def check_finite(model: paddle.nn.Layer, where: str) -> None:
                             f"e.g. {bad[0]})")
 
 
-def log_scalars(visualdl: object, records: Records, first_record: int, epoch: int, train: dict, val: dict,
+def log_scalars(visualdl: Any, records: Records, first_record: int, epoch: int, train: dict, val: dict,
                 lr: float) -> None:
     """The epoch's scalars for VisualDL: the train losses recorded in it, and the epoch's summary figures."""
     for i, value in zip(records.loss_record["train"]["iter"][first_record:],

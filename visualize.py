@@ -19,7 +19,6 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,13 @@ import paddle
 from uninext_paddle.backends import select_backend
 from uninext_paddle.checkpoint import BEST_MODEL, load_class_names, load_model
 from uninext_paddle.cli import (ArgumentParser, about, add_backend_flag, add_checkpoint_flags, add_data_flags,
-                                add_device_flag, add_progress_flag, check_writable, fail, progress_wanted, run_cli)
+                                add_device_flag, add_progress_flag, check_inference_image_size, check_ranges,
+                                check_writable, fail, progress_wanted, run_cli, select_device_and_tune)
 from uninext_paddle.data import load_val_split
-from uninext_paddle.device import cpu_build_on_gpu_machine_note, select_device
 from uninext_paddle.image_data import CIFAR10, collect_image_files, data_kind
 from uninext_paddle.plots import denormalize, label_names, plot_learning_curve, save_figure, show_images
 from uninext_paddle.predict import UNLABELLED, check_class_names, image_files_dataset
 from uninext_paddle.records import HISTORY_FILE, load_history
-from uninext_paddle.runtime import tune_cpu_runtime
 
 NUM_PREDICTIONS = 18  # the notebook's 1 x 18 grid
 TOP_SUPERPIXELS = 10  # how many LIME weights to print
@@ -70,11 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """One clear line for values argparse's types let through."""
-    for name in ("image_size", "num_samples", "batch_size"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.image_size < 16:
-        fail(f"--image-size {args.image_size} is too small: UniNeXt downsamples 16x before its last stage")
+    check_ranges(args, positive=("image_size", "num_samples", "batch_size"))
+    check_inference_image_size(args.image_size)
 
 
 def plot_curves(history: dict[str, Any], out: str) -> None:
@@ -164,13 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         with about("--images"):
             files = collect_image_files(args.images)  # each one checked to be an image
     if args.predictions or args.lime:
-        with about("--device"):
-            device = select_device(args.device)
-        gpu_note = cpu_build_on_gpu_machine_note()
-        if gpu_note:
-            print(f"note: {gpu_note}", file=sys.stderr)
-        if device == "cpu":
-            print("CPU settings: " + ("; ".join(tune_cpu_runtime()) or "none (UNINEXT_CPU_TUNING=0)"))
+        start = select_device_and_tune(args.device)
+        start.report()
+        device = start.device
         with about("--ckpt"):
             model, _ = load_model(args.ckpt, args.variant)
             names = load_class_names(args.ckpt, int(model.num_classes))

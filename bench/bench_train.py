@@ -203,7 +203,7 @@ def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bo
         paddle.base.core.set_num_threads(threads)
     import uninext_paddle as up
     from uninext_paddle import fastpath
-    from uninext_paddle.engine import EpochMeter, train_one_epoch
+    from uninext_paddle.engine import EpochMeter, TrainStep, train_one_epoch
     from uninext_paddle.optim import build_optimizer, build_scheduler
     from uninext_paddle.records import Records
 
@@ -238,8 +238,8 @@ def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bo
 
     with fastpath.disabled(disable) if disable else contextlib.nullcontext():
         for n, timed in ((warmup, False), (steps, True)):
-            train_one_epoch(net, loader(n), criterion, optimizer, scheduler, Records(), EpochMeter(), epoch=0,
-                            after_step=lambda meter, seconds: after_step(meter, seconds, timed))
+            train_one_epoch(net, loader(n), TrainStep(optimizer, scheduler, criterion), Records(), EpochMeter(),
+                            epoch=0, after_step=lambda meter, seconds: after_step(meter, seconds, timed))
     return {"first_loss": losses[0], "last_loss": losses[-1], **rates(list(np.diff([0.0, *ends])))}
 
 

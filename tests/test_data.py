@@ -60,11 +60,11 @@ def test_data_parallel_shares(tarball):
 def test_transforms_are_the_notebooks():
     import paddle.vision.transforms as T
 
-    from uninext_paddle.data import MixupImage, build_test_transforms, build_train_transforms
+    from uninext_paddle.data import MixupImage, ToArray, build_test_transforms, build_train_transforms
 
     train = build_train_transforms(224).transforms
     assert [type(t) for t in train] == [T.RandomResizedCrop, T.ColorJitter, T.RandomHorizontalFlip, T.RandomRotation,
-                                        MixupImage, T.ToTensor, T.Normalize]
+                                        MixupImage, ToArray, T.Normalize]  # ToArray: T.ToTensor in NumPy
     assert (train[0].size, train[0].scale) == ((224, 224), (0.6, 1.0))
     assert (train[1].brightness, train[1].contrast, train[1].saturation, train[1].hue) == (0.2, 0.2, 0.2, 0)
     assert train[2].prob == 0.5 and train[3].degrees == (-20, 20)
@@ -72,4 +72,34 @@ def test_transforms_are_the_notebooks():
     image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
     assert MixupImage()(image) is image  # paddlex 2.1's MixupImage on a single image
     test = build_test_transforms(224).transforms
-    assert [type(t) for t in test] == [T.Resize, T.ToTensor, T.Normalize] and test[0].size == (224, 224)
+    assert [type(t) for t in test] == [T.Resize, ToArray, T.Normalize] and test[0].size == (224, 224)
+
+
+@pytest.mark.parametrize("size", [16, 40])
+def test_transforms_give_the_notebooks_values_bit_for_bit_as_numpy_arrays(size):
+    """The notebook's pipelines, T.ToTensor and all, against the port's (NumPy, for the loader's workers): the
+    same random draws give the same float32 values, bit for bit."""
+    import random
+
+    import paddle
+    import paddle.vision.transforms as T
+
+    from uninext_paddle.data import IMAGENET_MEAN, IMAGENET_STD, build_test_transforms, build_train_transforms
+
+    notebook_train = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)),
+                                T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+                                T.RandomHorizontalFlip(0.5), T.RandomRotation(20), T.ToTensor(),
+                                T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    notebook_test = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    rng = np.random.default_rng(size)
+    for k in range(4):
+        image = rng.integers(0, 256, (32 + 7 * k, 29 + 5 * k, 3), dtype=np.uint8)
+        for ours, theirs in ((build_train_transforms(size), notebook_train),
+                             (build_test_transforms(size), notebook_test)):
+            random.seed(k), np.random.seed(k)
+            expected = theirs(image)
+            random.seed(k), np.random.seed(k)
+            got = ours(image)
+            assert isinstance(expected, paddle.Tensor) and type(got) is np.ndarray
+            assert got.dtype == np.float32 and got.shape == (3, size, size)
+            assert np.array_equal(got, expected.numpy())

@@ -1,6 +1,6 @@
-"""Where Paddle would quietly run somewhere else than asked (uninext_paddle/device.py): a CPU build on a machine
-with an NVIDIA GPU, AMP on a GPU too old for it, and a CPU process group on a GPU machine. No GPU is needed: a
-fake nvidia-smi on PATH and monkeypatched Paddle queries reproduce each machine."""
+"""Device selection and where Paddle would quietly run somewhere else than asked (uninext_paddle/device.py): a CPU
+build on a machine with an NVIDIA GPU, AMP on the CPU or on a GPU too old for it, and a CPU process group on a GPU
+machine. No GPU is needed: a fake nvidia-smi on PATH and monkeypatched Paddle queries reproduce each machine."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,8 @@ from paddle.base import core
 from paddle.distributed import parallel
 
 from uninext_paddle import device
-from uninext_paddle.errors import DeviceError
+from uninext_paddle.device import amp_context, make_grad_scaler, select_device
+from uninext_paddle.errors import ConfigError, DeviceError
 
 A100 = "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d7e1c2a-3b4f-4c5d-8e9f-0a1b2c3d4e5f)\n"
 NO_DRIVER = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the "
@@ -164,3 +165,25 @@ def test_a_single_process_joins_no_group(launched_on_a_gpu_machine, monkeypatch)
     monkeypatch.setattr(dist, "get_world_size", lambda: 1)
     device.init_distributed("cpu")
     assert launched_on_a_gpu_machine["inits"] == 0 and os.environ["PADDLE_DISTRI_BACKEND"] == "auto"
+
+
+def test_select_device_cpu_and_gpu_without_cuda():
+    assert select_device("cpu") == "cpu"
+    assert select_device("auto") == ("cpu" if not paddle.is_compiled_with_cuda() else paddle.device.get_device())
+    if not paddle.is_compiled_with_cuda():
+        with pytest.raises(DeviceError, match="a GPU was asked for"):
+            select_device("gpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        select_device("tpu")
+
+
+def test_amp_off_is_a_no_op_and_half_precision_on_cpu_is_refused():
+    with amp_context("off", "cpu"):
+        pass
+    assert make_grad_scaler("off", "cpu") is None
+    # Paddle 3.3.1's auto_cast does nothing on CPU
+    for amp in ("fp16", "bf16"):
+        with pytest.raises(DeviceError, match=f"mixed precision {amp} needs a GPU"):
+            amp_context(amp, "cpu")
+    with pytest.raises(ConfigError, match="unknown mixed precision"):
+        amp_context("int8", "cpu")

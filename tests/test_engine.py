@@ -1,4 +1,5 @@
-"""Device selection, AMP guards and the evaluation loop's metrics (the notebook's and the exact top-1)."""
+"""The training and evaluation loops (uninext_paddle.engine): the evaluation's metrics (the notebook's, the exact
+top-1 and the confusion matrix) and the steps an fp16 grad scaler skips."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,32 +7,12 @@ import paddle
 import pytest
 
 from tests.conftest import TINY
+from tests.own_data_fixture import SIZE, eager_probabilities, make_own_data
 from uninext_paddle import LabelSmoothingCrossEntropy, UniNeXt
-from uninext_paddle.device import amp_context, make_grad_scaler, select_device
-from uninext_paddle.engine import evaluate
-from uninext_paddle.errors import ConfigError, DeviceError
-
-
-def test_select_device_cpu_and_gpu_without_cuda():
-    assert select_device("cpu") == "cpu"
-    assert select_device("auto") == ("cpu" if not paddle.is_compiled_with_cuda() else paddle.device.get_device())
-    if not paddle.is_compiled_with_cuda():
-        with pytest.raises(DeviceError, match="a GPU was asked for"):
-            select_device("gpu")
-    with pytest.raises(ConfigError, match="unknown device"):
-        select_device("tpu")
-
-
-def test_amp_off_is_a_no_op_and_half_precision_on_cpu_is_refused():
-    with amp_context("off", "cpu"):
-        pass
-    assert make_grad_scaler("off", "cpu") is None
-    # Paddle 3.3.1's auto_cast does nothing on CPU
-    for amp in ("fp16", "bf16"):
-        with pytest.raises(DeviceError, match=f"mixed precision {amp} needs a GPU"):
-            amp_context(amp, "cpu")
-    with pytest.raises(ConfigError, match="unknown mixed precision"):
-        amp_context("int8", "cpu")
+from uninext_paddle.data import load_val_split
+from uninext_paddle.engine import EpochMeter, TrainStep, evaluate, train_one_epoch
+from uninext_paddle.loader import make_loader
+from uninext_paddle.records import Records
 
 
 def test_evaluate_reproduces_the_notebook_metrics():
@@ -60,6 +41,20 @@ def test_evaluate_reproduces_the_notebook_metrics():
     assert not model.training
 
 
+def test_evaluate_gives_the_confusion_matrix_of_its_pass(tmp_path):
+    own = make_own_data(tmp_path)
+    paddle.seed(0)
+    tiny = UniNeXt(num_classes=3, **TINY)
+    dataset, _ = load_val_split(own["data"], SIZE)
+    stats = evaluate(tiny, make_loader(dataset, 4, num_workers=0), LabelSmoothingCrossEntropy(), num_classes=3)
+    truth = np.array([label for _, label in own["val"]])
+    predicted = eager_probabilities(tiny, [path for path, _ in own["val"]]).argmax(1)
+    counts = np.array(stats["confusion"])
+    assert counts.sum(1).tolist() == [3, 3, 3] == stats["per_class_total"]  # rows: true classes
+    assert all(counts[t, p] == sum((truth == t) & (predicted == p)) for t in range(3) for p in range(3))
+    assert np.diagonal(counts).tolist() == stats["per_class_correct"]
+
+
 class _SkippingScaler:
     """A GradScaler stand-in whose every step finds inf gradients (as fp16 does on overflow), like Paddle's:
     ``step`` skips the update and ``_found_inf`` says so."""
@@ -78,9 +73,6 @@ class _SkippingScaler:
 
 
 def test_steps_the_grad_scaler_skips_are_counted_and_the_weights_stay():
-    from uninext_paddle.engine import EpochMeter, train_one_epoch
-    from uninext_paddle.records import Records
-
     paddle.seed(0)
     model = UniNeXt(num_classes=10, **TINY)
     before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
@@ -89,8 +81,8 @@ def test_steps_the_grad_scaler_skips_are_counted_and_the_weights_stay():
     batches = [(paddle.randn([4, 3, 32, 32]), paddle.to_tensor([0, 1, 2, 3])) for _ in range(3)]
     loader = type("Loader", (), {"__iter__": lambda self: iter(batches), "__len__": lambda self: 3,
                                  "batch_size": 4})()
-    summary = train_one_epoch(model, loader, LabelSmoothingCrossEntropy(), optimizer, scheduler, Records(),
-                              EpochMeter(), 0, scaler=_SkippingScaler())
+    step = TrainStep(optimizer, scheduler, LabelSmoothingCrossEntropy(), scaler=_SkippingScaler())
+    summary = train_one_epoch(model, loader, step, Records(), EpochMeter(), 0)
     assert summary["skipped"] == 3
     assert scheduler.last_epoch == 3  # the schedule still steps (documented: README, mixed precision)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())

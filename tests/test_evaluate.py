@@ -5,6 +5,7 @@ the top k of image files against the eager model, and the errors of either."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -231,3 +232,33 @@ def test_own_data_errors_are_one_line_and_write_nothing(own, files, tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     (tmp_path / "empty" / "val").mkdir()
     fails_on_own(r"^--data: .*empty/val has no class folders", "--data", str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4])
+def test_worker_processes_at_small_batches_evaluate_every_image(files, own, nb, batch_size, tmp_path):
+    """2 workers on the tarball (20 images) and the image folder (9 images): every image counted once, the figures
+    those of the notebook's model (the tarball) and of the eager model (the folder) at any batch size."""
+    flags = ["--batch-size", str(batch_size), "--num-workers", "2", "--backend", "eager", "--json"]
+    evaluate.main([*args_for(files), *flags, str(tmp_path / "cifar.json")])
+    report = json.loads((tmp_path / "cifar.json").read_text())
+    expected = notebook_validation(nb, files["model"], files["data"], batch_size)
+    assert (report["images"], report["correct"]) == (20, expected["correct"])
+    assert report["notebook_val_acc"] == pytest.approx(expected["acc"], rel=1e-6)
+    assert report["throughput"]["notebook_loop_images"] == 20 and report["throughput"]["model_batch"] == batch_size
+
+    evaluate.main([*own_args(own, "--data", own["data"]), *flags, str(tmp_path / "own.json")])
+    report = json.loads((tmp_path / "own.json").read_text())
+    truth = np.array([label for _, label in own["val"]])
+    predicted = eager_probabilities(own["model"], [path for path, _ in own["val"]], SIZE).argmax(1)
+    assert (report["images"], report["correct"]) == (9, int((truth == predicted).sum()))
+
+
+def test_the_default_worker_count_evaluates_in_a_script_process(files):
+    args = args_for(files, "--backend", "eager", "--batch-size", "3")
+    args = args[:args.index("--num-workers")] + args[args.index("--num-workers") + 2:]  # the default: 4
+    env = {name: value for name, value in os.environ.items() if name != "UNINEXT_CPU_TUNING"}  # a user's
+    done = subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert ", 20 images at 32x32, batch 3," in done.stdout and "\nThroughout:" in done.stdout

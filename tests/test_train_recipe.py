@@ -18,7 +18,7 @@ from tests.cifar_fixture import make_cifar_tarball
 from tests.conftest import ROOT, TINY
 from uninext_paddle import LabelSmoothingCrossEntropy, UniNeXt, create_model
 from uninext_paddle.data import build_loaders, start_train_epoch
-from uninext_paddle.engine import EpochMeter, train_one_epoch
+from uninext_paddle.engine import EpochMeter, TrainStep, train_one_epoch
 from uninext_paddle.errors import UninextError
 from uninext_paddle.records import Records
 from uninext_paddle.train_state import TrainingState
@@ -71,8 +71,8 @@ def test_accumulating_k_micro_batches_gives_the_update_of_the_whole_batch(data):
         scheduler = paddle.optimizer.lr.StepDecay(learning_rate=0.1, step_size=1000)  # constant here
         optimizer = paddle.optimizer.SGD(parameters=model.parameters(), learning_rate=scheduler)
         start_train_epoch(loader, 0)
-        summary = train_one_epoch(model, loader, LabelSmoothingCrossEntropy(), optimizer, scheduler, Records(),
-                                  EpochMeter(), 0, accum_steps=accum)
+        step = TrainStep(optimizer, scheduler, LabelSmoothingCrossEntropy(), accum_steps=accum)
+        summary = train_one_epoch(model, loader, step, Records(), EpochMeter(), 0)
         results.append((summary, {k: v.numpy() for k, v in model.state_dict().items()}))
     (one, w_one), (four, w_four) = results
     assert one["loss"] == pytest.approx(four["loss"], rel=1e-5) and one["acc"] == four["acc"]
@@ -86,8 +86,18 @@ def test_accumulating_k_micro_batches_gives_the_update_of_the_whole_batch(data):
     (["--accum-steps", "3"], "--accum-steps 3 does not divide --batch-size 8"),
     (["--mix-prob", "2"], "probabilit"),
     (["--warmup-epochs", "5"], "warmup"),
+    (["--cutmix", "-1"], "CutMix alpha"),
+    (["--mix-switch-prob", "-0.1"], "switch probability"),
+    (["--ema", "0"], r"\(0, 1\)"),
+    (["--min-lr", "1e-3"], "minimum learning rate"),
+    (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+    (["--clip-grad", "0"], "clipping norm must be positive"),
+    (["--accum-steps", "0"], "--accum-steps must be positive"),
+    (["--weight-decay", "-1"], "weight decay must not be negative"),
+    (["--num-workers", "-1"], "--num-workers must not be negative"),
 ])
 def test_invalid_recipe_values_fail_before_any_work(flags, message, tmp_path):
+    """Each value out of range is one line before the data is read or anything is written."""
     with pytest.raises(UninextError, match=message):
         train.main(["--data", str(tmp_path / "never-read.tar.gz"), "--work-dir", str(tmp_path / "w"), *FAST, *flags])
     assert not (tmp_path / "w").exists()

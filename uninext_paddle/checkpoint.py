@@ -1,11 +1,13 @@
-"""UniNeXt weight files: the file names train.py writes, matching weights to a variant, loading a model, and the
-class names that travel with the weights.
+"""UniNeXt weight files: writing and reading them, the file names train.py writes, matching weights to a variant,
+loading a model, and the class names that travel with the weights.
 
 Model files are plain ``state_dict``s saved with ``paddle.save``, the notebook's format (``best_model.pdparams``
-and friends), so files written by the notebook and by this project are interchangeable. The class names of a
-model trained on other data go in a small sidecar next to it (``best_model.classes.json``: a JSON list); weights
-without one are CIFAR-10's when their head has 10 classes (the notebook's). The resumable training state
-(``last.pdckpt``) has its own owner, ``train_state.py``; its ``model`` entry is read here too.
+and friends), so files written by the notebook and by this project are interchangeable; or the same arrays as a
+``.safetensors`` file (``WEIGHTS_FORMATS``). Either is read without running anything (``safe_load.py``), and its
+values must be float arrays of the model's shapes. The class names of a model trained on other data go in a
+small sidecar next to it (``best_model.classes.json``: a JSON list); weights without one are CIFAR-10's when
+their head has 10 classes (the notebook's). The resumable training state (``last.pdckpt``) has its own owner,
+``train_state.py``; its ``model`` entry is read here too.
 """
 from __future__ import annotations
 
@@ -13,21 +15,62 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import paddle
 
 from .data import CIFAR10_CLASSES
 from .errors import CheckpointError
-from .fileio import atomic_write_json, load_paddle_file
+from .fileio import atomic_save, atomic_write_json
 from .model import VARIANTS, UniNeXt, create_model
+from .safe_load import SAFETENSORS_SUFFIX, load_weights_file, save_safetensors
 
-__all__ = ["BEST_MODEL", "BEST_MODEL_EMA", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "model_state_of",
-           "infer_variant", "check_state_dict", "load_weights", "load_model", "class_names_path", "save_class_names",
-           "load_class_names", "load_backbone"]
+__all__ = ["BEST_MODEL", "BEST_MODEL_EMA", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "WEIGHTS_FORMATS",
+           "weights_file", "save_weights", "model_state_of", "infer_variant", "check_state_dict", "load_weights",
+           "load_model", "class_names_path", "save_class_names", "load_class_names", "load_backbone"]
 
 # The notebook's file names (written by train.py into its work folder).
 BEST_MODEL, BEST_OPTIMIZER = "best_model.pdparams", "best_optimizer.pdopt"
 BEST_MODEL_EMA = "best_model_ema.pdparams"  # with --ema: the best EMA of the weights, in the same format
 FINAL_MODEL, FINAL_OPTIMIZER = "final_model.pdparams", "final_optimizer.pdopt"
+# How train.py writes weights: the notebook's pickled state_dict, or the same arrays as safetensors.
+WEIGHTS_FORMATS = {"pdparams": ".pdparams", "safetensors": SAFETENSORS_SUFFIX}
+
+
+def weights_file(name: str, weights_format: str) -> str:
+    """``name`` (e.g. ``BEST_MODEL``) with the file suffix of ``weights_format`` (a ``WEIGHTS_FORMATS`` key)."""
+    return os.path.splitext(name)[0] + WEIGHTS_FORMATS[weights_format]
+
+
+def save_weights(state: dict[str, Any], path: str, classes: list[str]) -> None:
+    """A model ``state_dict`` at ``path``, atomically, in the format its suffix names (``.safetensors``, else the
+    notebook's ``paddle.save`` pickle); the class names beside it unless they are CIFAR-10's (which weights
+    without names are taken to be)."""
+    if classes != list(CIFAR10_CLASSES):
+        save_class_names(path, classes)
+    if path.endswith(SAFETENSORS_SUFFIX):
+        save_safetensors(state, path)
+    else:
+        atomic_save(state, path)
+
+
+def _is_float_array(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind == "f"
+    return isinstance(value, paddle.Tensor) and value.is_floating_point()
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, (np.ndarray, paddle.Tensor)):
+        return f"an array of {str(value.dtype).replace('paddle.', '')}"
+    return f"a {type(value).__name__}"
+
+
+def _check_float_arrays(state: dict[str, Any], names: list[str], path: str) -> None:
+    """``CheckpointError`` naming the first of ``names`` whose value in ``state`` is not an array of floats."""
+    bad = next((name for name in names if name in state and not _is_float_array(state[name])), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: {bad} is {_described(state[bad])}, not an array of floats: these are not "
+                              "UniNeXt weights")
 
 
 def model_state_of(obj: Any, path: str) -> dict[str, Any]:
@@ -36,6 +79,7 @@ def model_state_of(obj: Any, path: str) -> dict[str, Any]:
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or "head.weight" not in state or "merge0.conv.weight" not in state:
         raise CheckpointError(f"{path} does not hold UniNeXt weights (no head.weight / merge0.conv.weight)")
+    _check_float_arrays(state, ["merge0.conv.weight", "head.weight"], path)
     return state
 
 
@@ -51,8 +95,9 @@ def infer_variant(state: dict[str, Any], path: str = "checkpoint") -> tuple[str,
 
 def check_state_dict(model: paddle.nn.Layer, state: dict[str, Any], path: str, variant: str) -> None:
     """``CheckpointError`` naming what does not match unless ``state`` fits ``model`` key for key, shape for
-    shape."""
+    shape, every value an array of floats."""
     expected = {name: list(value.shape) for name, value in model.state_dict().items()}
+    _check_float_arrays(state, list(expected), path)
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
     mismatched = [f"{name} {list(state[name].shape)} vs {shape}" for name, shape in expected.items()
@@ -77,7 +122,7 @@ def load_model(path: str, variant: str | None = None) -> tuple[UniNeXt, str]:
     ``variant`` None: inferred from the weights' shapes. The class count always comes from the head's shape.
     Weights that do not fit raise ``CheckpointError`` naming what does not match.
     """
-    state = model_state_of(load_paddle_file(path), path)
+    state = model_state_of(load_weights_file(path), path)
     if variant is None:
         variant, num_classes = infer_variant(state, path)
     else:
@@ -119,7 +164,7 @@ def load_backbone(model: UniNeXt, path: str, variant: str) -> bool:
     """Start ``model`` from the weights in ``path`` (a notebook or train.py file, or a training state) for
     fine-tuning. Returns whether its head was kept: when the class counts differ the head stays ``model``'s own,
     freshly initialised one. ``CheckpointError`` for weights of another variant or that do not fit otherwise."""
-    state = model_state_of(load_paddle_file(path, "initial weights", return_numpy=True), path)
+    state = model_state_of(load_weights_file(path, "initial weights"), path)
     trained, _ = infer_variant(state, path)
     if trained != variant:
         raise CheckpointError(f"{path} holds UniNeXt-{trained} weights, not UniNeXt-{variant}")

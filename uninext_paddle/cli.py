@@ -1,4 +1,5 @@
-"""What the command-line scripts share: the flags they have in common, and errors as one line.
+"""What the command-line scripts share: the flags they have in common, their value checks, their start on a
+device, and errors as one line.
 
 Library code raises ``errors.UninextError``; ``run_cli`` prints it as ``error: <message>`` and exits 2. The
 scripts name the flag to blame with ``about``; flag mistakes argparse finds are one line too.
@@ -11,16 +12,22 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from .backends import BACKENDS, BACKENDS_HELP
 from .data import DEFAULT_DATA
-from .device import DEVICES
+from .device import AMP_MODES, DEVICES, cpu_build_on_gpu_machine_note, select_device
 from .errors import UninextError
 from .model import VARIANTS
+from .runtime import OPT_OUT_VARIABLE, tune_cpu_runtime
 
-__all__ = ["CliError", "fail", "about", "run_cli", "ArgumentParser", "check_writable", "add_data_flags",
-           "add_device_flag", "add_checkpoint_flags", "add_backend_flag", "add_progress_flag", "progress_wanted"]
+__all__ = ["CliError", "fail", "about", "run_cli", "ArgumentParser", "check_writable", "check_ranges",
+           "MIN_IMAGE_SIZE", "check_inference_image_size", "add_data_flags", "add_loader_flags", "add_device_flag",
+           "add_amp_flag", "add_checkpoint_flags", "add_backend_flag", "add_progress_flag", "progress_wanted",
+           "DeviceStart", "select_device_and_tune"]
+
+MIN_IMAGE_SIZE = 16  # UniNeXt downsamples 16x before its last stage
 
 
 class CliError(UninextError):
@@ -68,6 +75,22 @@ def check_writable(folder: str, what: str) -> None:
         fail(f"cannot write to {what} {folder}: {err.strerror or err}")
 
 
+def check_ranges(args: argparse.Namespace, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """One line for the first of the ``positive`` flags (by ``args`` attribute) that is not > 0, or of the
+    ``non_negative`` ones that is < 0: the values argparse's types let through."""
+    for names, wrong, rule in ((positive, lambda v: v <= 0, "must be positive"),
+                               (non_negative, lambda v: v < 0, "must not be negative")):
+        bad = next((name for name in names if wrong(getattr(args, name))), None)
+        if bad is not None:
+            fail(f"--{bad.replace('_', '-')} {rule}, got {getattr(args, bad)}")
+
+
+def check_inference_image_size(image_size: int) -> None:
+    """One line for an ``--image-size`` the inference scripts cannot use (below ``MIN_IMAGE_SIZE``)."""
+    if image_size < MIN_IMAGE_SIZE:
+        fail(f"--image-size {image_size} is too small: UniNeXt downsamples 16x before its last stage")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors (unknown flag, bad choice, not a number) are the project's one-line errors,
     pointing at ``--help`` instead of dumping the usage."""
@@ -83,9 +106,21 @@ def add_data_flags(p: argparse.ArgumentParser, data_help: str = "CIFAR-10 python
     p.add_argument("--image-size", type=int, default=224, help=image_size_help)
 
 
+def add_loader_flags(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """``--batch-size`` (the notebook's 128) and ``--num-workers`` (the notebook's 4)."""
+    p.add_argument("--batch-size", type=int, default=128, help=batch_help)
+    p.add_argument("--num-workers", type=int, default=4,
+                   help="data loader worker processes (0: load in the main process)")
+
+
 def add_device_flag(p: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|gpu``."""
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: the GPU when Paddle sees one")
+
+
+def add_amp_flag(p: argparse.ArgumentParser) -> None:
+    """``--amp off|fp16|bf16``."""
+    p.add_argument("--amp", default="off", choices=AMP_MODES, help="mixed precision (paddle.amp O1), GPU")
 
 
 def add_checkpoint_flags(p: argparse.ArgumentParser, default_ckpt: str) -> None:
@@ -111,3 +146,30 @@ def add_progress_flag(p: argparse.ArgumentParser) -> None:
 def progress_wanted(flag: bool | None) -> bool:
     """The ``--progress`` decision: the flag when given, else whether stderr is a terminal."""
     return sys.stderr.isatty() if flag is None else flag
+
+
+@dataclass
+class DeviceStart:
+    """The device a script runs on, and the lines it prints about it at start-up."""
+
+    device: str
+    gpu_note: str | None  # the machine has an NVIDIA GPU that this Paddle build cannot use
+    cpu_settings: str | None  # on the CPU: the process settings applied
+
+    def report(self) -> None:
+        """Print the start-up lines: the note on stderr, the CPU settings on stdout."""
+        if self.gpu_note:
+            print(f"note: {self.gpu_note}", file=sys.stderr)
+        if self.cpu_settings is not None:
+            print(f"CPU settings: {self.cpu_settings}")
+
+
+def select_device_and_tune(name: str) -> DeviceStart:
+    """What every script does first: select the device for ``--device name`` and, on the CPU, apply this
+    process's CPU settings (``runtime.tune_cpu_runtime``: process-wide, before the first matmul)."""
+    with about("--device"):
+        device = select_device(name)
+    settings = None
+    if device == "cpu":
+        settings = "; ".join(tune_cpu_runtime()) or f"none ({OPT_OUT_VARIABLE}=0)"
+    return DeviceStart(device, cpu_build_on_gpu_machine_note(), settings)

@@ -1,4 +1,4 @@
-"""A training recipe kept in a file (JSON or YAML), and the recipe's settings checked before any work.
+"""A training recipe kept in a file (JSON or YAML): its settings become the script's defaults.
 
 The file is one mapping whose keys are the script's option names, ``batch_size`` or ``batch-size``::
 
@@ -26,12 +26,9 @@ from typing import Any
 
 import yaml
 
-from .ema import check_ema
 from .errors import ConfigError
-from .mixing import check_mixing
-from .optim import check_optimizer, check_schedule
 
-__all__ = ["load_config_file", "apply_config", "check_recipe"]
+__all__ = ["load_config_file", "apply_config"]
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -122,21 +119,3 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = N
         defaults[name] = _convert(actions[name], value, f"{name!r} in the config file {path}")
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)
-
-
-def check_recipe(*, lr: float, epochs: int, weight_decay: float, optimizer: str = "adam", warmup_epochs: int = 0,
-                 min_lr: float = 0., clip_grad: float | None = None, mixup: float = 0., cutmix: float = 0.,
-                 mix_prob: float = 1.0, mix_switch_prob: float = 0.5, ema: float | None = None,
-                 accum_steps: int = 1) -> None:
-    """Check every recipe setting at once, before any work: ``ConfigError`` for the first out of range.
-
-    The defaults are the notebook's recipe (no warmup, Adam, no clipping, no mixing, no EMA, no accumulation).
-    The builders check their own arguments the same way; this is for failing before the data is loaded.
-    """
-    check_schedule(lr, epochs, warmup_epochs, min_lr)
-    check_optimizer(optimizer, weight_decay, clip_grad)
-    check_mixing(mixup, cutmix, mix_prob, mix_switch_prob)
-    if ema is not None:
-        check_ema(ema)
-    if accum_steps < 1:
-        raise ConfigError(f"gradients must be accumulated over 1 or more batches, got {accum_steps}")

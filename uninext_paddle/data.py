@@ -5,6 +5,9 @@ The notebook's train transforms include ``paddlex.transforms.MixupImage()``. App
 ``Compose`` does, paddlex 2.1's ``MixupImage.__call__`` returns its input unchanged (it only mixes when given
 a sequence of two samples), and paddlex 3.x no longer has ``paddlex.transforms``. ``MixupImage`` below is that
 identity step, kept in the pipeline so the transform list reads as the notebook's.
+
+``T.ToTensor()`` is computed in NumPy (``ToArray``, the same values bit for bit): the data loader's worker
+processes hand back NumPy arrays and the batch tensors are made in the main process (``loader.py``).
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from paddle.vision.datasets import Cifar10
 from paddle.vision.datasets.cifar import CIFAR10_MD5, CIFAR10_URL
 
 from .errors import ConfigError, DataError
-from .image_data import CIFAR10, RaisingDataLoader, data_kind, load_image_split, load_image_splits
+from .image_data import CIFAR10, data_kind, load_image_split, load_image_splits
+from .loader import BatchLoader, make_loader
 
-__all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage",
+__all__ = ["CIFAR10_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_DATA", "MixupImage", "ToArray",
            "build_train_transforms", "build_test_transforms", "ensure_cifar10", "load_cifar10", "SeededAugment",
            "EpochBatchSampler", "load_datasets", "load_val_split", "build_loaders", "start_train_epoch"]
 
@@ -45,6 +49,20 @@ class MixupImage:
         return "MixupImage()"
 
 
+class ToArray:
+    """The notebook's ``T.ToTensor()`` in NumPy: an [H, W, C] (or [H, W]) image -> [C, H, W], uint8 scaled to
+    float32 in [0, 1] (``/ 255``), other dtypes unchanged; bit for bit Paddle's values, without making a Paddle
+    tensor, which a data loader worker process must not (``loader.py``)."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        chw = (image[:, :, None] if image.ndim == 2 else image).transpose(2, 0, 1)
+        return chw.astype(np.float32) / np.float32(255) if chw.dtype == np.uint8 else chw
+
+    def __repr__(self) -> str:
+        return "ToArray()"
+
+
 def build_train_transforms(image_size: int = 224) -> T.Compose:
     """The notebook's ``train_tfm`` at ``image_size`` (224 in the notebook)."""
     return T.Compose([
@@ -53,7 +71,7 @@ def build_train_transforms(image_size: int = 224) -> T.Compose:
         T.RandomHorizontalFlip(0.5),
         T.RandomRotation(20),
         MixupImage(),
-        T.ToTensor(),
+        ToArray(),  # T.ToTensor()
         T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ])
 
@@ -62,7 +80,7 @@ def build_test_transforms(image_size: int = 224) -> T.Compose:
     """The notebook's ``test_tfm`` at ``image_size`` (224 in the notebook)."""
     return T.Compose([
         T.Resize((image_size, image_size)),
-        T.ToTensor(),
+        ToArray(),  # T.ToTensor()
         T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ])
 
@@ -180,7 +198,7 @@ def load_val_split(path: str, image_size: int) -> tuple[paddle.io.Dataset, list[
 
 
 def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> tuple[paddle.io.DataLoader, paddle.io.DataLoader, list[str]]:
+                  world_size: int = 1) -> tuple[BatchLoader, BatchLoader, list[str]]:
     """The notebook's train and val loaders (batch ``batch_size``, train shuffled with drop_last, val in order)
     for this process, and the class names; in data-parallel runs each process gets a disjoint share of both
     splits."""
@@ -192,15 +210,12 @@ def build_loaders(path: str, image_size: int, batch_size: int, num_workers: int,
     if world_size > 1:
         # every val image exactly once over the processes (DistributedBatchSampler would pad with repeats)
         val = paddle.io.Subset(val, list(range(rank, len(val), world_size)))
-    # image files can be unreadable: that loader reports the file instead of hanging (image_data.py)
-    loader_type = paddle.io.DataLoader if data_kind(path) == CIFAR10 else RaisingDataLoader
     sampler = EpochBatchSampler(train, batch_size, seed, rank, world_size)
-    train_loader = loader_type(train, batch_sampler=sampler, num_workers=num_workers)
-    val_loader = loader_type(val, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
-    return train_loader, val_loader, classes
+    return (make_loader(train, batch_size, num_workers, batch_sampler=sampler),
+            make_loader(val, batch_size, num_workers), classes)
 
 
-def start_train_epoch(loader: paddle.io.DataLoader, epoch: int, skip: int = 0) -> None:
+def start_train_epoch(loader: BatchLoader, epoch: int, skip: int = 0) -> None:
     """Set a ``build_loaders`` train loader to ``epoch``'s order and augmentations, skipping ``skip`` batches."""
     loader.dataset.epoch = epoch
     loader.batch_sampler.start_epoch(epoch, skip)

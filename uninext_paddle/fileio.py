@@ -1,4 +1,4 @@
-"""Files written atomically (a temporary file, then ``os.replace``) and Paddle files read with clear errors.
+"""Files written atomically: a temporary file, then ``os.replace``. (Reading is ``safe_load.py``'s.)
 
 A crash, ``kill -9``, Ctrl-C, full disk or I/O error while writing leaves the previous file (or none), never a
 truncated one. Temporary files are named ``.NAME.PID.tmp`` next to the target; one left behind by a killed
@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import paddle
 
-from .errors import CheckpointError, WriteError
+from .errors import WriteError
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_save", "load_paddle_file"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_save"]
 
 
 def _stale_temporaries(path: str) -> list[str]:
@@ -63,15 +63,3 @@ def atomic_write_json(obj: Any, path: str) -> None:
 def atomic_save(obj: Any, path: str) -> None:
     """``paddle.save(obj, path)``, atomically (see ``atomic_write``)."""
     atomic_write(path, lambda tmp: paddle.save(obj, tmp))
-
-
-def load_paddle_file(path: str, what: str = "checkpoint", return_numpy: bool = False) -> Any:
-    """``paddle.load(path, return_numpy=...)`` (True: tensors as NumPy arrays in host memory, never on the GPU);
-    ``CheckpointError`` naming ``what`` when the file is missing or unreadable."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what} not found: {path}")
-    try:
-        return paddle.load(path, return_numpy=return_numpy)
-    except Exception as err:  # paddle.load raises pickle, EOF, ValueError, RuntimeError... on a damaged file
-        raise CheckpointError(f"{what} {path} is not a readable Paddle file ({type(err).__name__}: {err}); "
-                              "is it truncated?") from err

@@ -13,26 +13,24 @@ Three layouts of a data set path (``data_kind``):
 Images are read as the notebook's cv2 backend gives CIFAR-10 to the transforms: uint8 [H, W, 3] RGB arrays
 (``read_rgb``), whatever their size and mode. Every image is checked when the data set is loaded (it exists and
 its header is an image's) and again when it is read; a problem raises ``DataError`` naming the file (and the
-list file's line). ``RaisingDataLoader`` makes that error reach the training loop as itself: a plain
-``paddle.io.DataLoader`` turns it into a ``SystemError`` with worker processes and hangs without them.
+list file's line); ``loader.BatchLoader`` brings it to the training loop as itself.
 """
 from __future__ import annotations
 
 import os
 import re
-import threading
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import paddle
 from paddle.vision.datasets.folder import IMG_EXTENSIONS
 from PIL import Image, ImageOps
 
-from .errors import ConfigError, DataError, UninextError
+from .errors import ConfigError, DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "CIFAR10", "FOLDER", "LISTS", "TRAIN_LIST", "VAL_LIST", "LABELS", "SPLITS",
            "data_kind", "read_rgb", "check_image", "collect_image_files", "ImageFileDataset", "load_image_split",
-           "load_image_splits", "RaisingDataLoader"]
+           "load_image_splits"]
 
 IMAGE_EXTENSIONS = IMG_EXTENSIONS  # Paddle's DatasetFolder's: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp
 CIFAR10, FOLDER, LISTS = "cifar10", "folder", "lists"
@@ -304,90 +302,3 @@ def _list_split(root: str, split: str) -> tuple[list[tuple[str, int]], list[str]
         except DataError as err:
             raise DataError(f"{entry.where}: {err}") from err
     return [(entry.path, entry.label) for entry in entries], classes
-
-
-class RaisingDataLoader(paddle.io.DataLoader):
-    """``paddle.io.DataLoader`` whose iteration raises the exception a dataset item raised, as itself.
-
-    Paddle 3.3.1 loads batches in a background thread (``_thread_loop``). Without worker processes an exception
-    there ends the thread and the main thread waits for the next batch forever; with workers the thread
-    re-raises it as ``type(err)("DataLoader worker(i) caught <type> with message:\\n<traceback>")`` and the main
-    thread gets ``SystemError: (Fatal) Blocking queue is killed ...``. Here a ``threading.excepthook`` keeps the
-    loading thread's exception and stops the batch queue (so the main thread wakes), and the iteration raises
-    the exception: an ``UninextError`` with its own one-line message (a ``DataError`` naming the unreadable
-    file), anything else as Paddle made it (with workers, the traceback is in its message).
-    """
-
-    def __iter__(self) -> Iterator[Any]:
-        _install_excepthook()
-        with _REGISTER:  # the loading thread starts inside super().__iter__(): the hook waits for the mark
-            iterator = super().__iter__()
-            iterator._uninext_raises = True
-        return _raising(iterator)
-
-
-_REGISTER = threading.Lock()
-_previous_excepthook: Callable[[Any], Any] | None = None
-
-
-def _install_excepthook() -> None:
-    """Put ``_loader_excepthook`` in front of ``threading.excepthook``, unless it is there (checked at every
-    iteration: pytest, for one, puts its own hook back after each test)."""
-    global _previous_excepthook
-    with _REGISTER:
-        if threading.excepthook is not _loader_excepthook:
-            _previous_excepthook, threading.excepthook = threading.excepthook, _loader_excepthook
-
-
-def _loader_excepthook(args: Any) -> None:
-    """threading.excepthook: the exception that ends a ``RaisingDataLoader``'s loading thread is kept on its
-    iterator and the batch queue is stopped; any other thread's goes to the previous hook (printed)."""
-    iterator = None
-    tb = args.exc_traceback
-    while tb is not None and iterator is None:  # the iterator is ``self`` of the thread's _thread_loop frame
-        if tb.tb_frame.f_code.co_name == "_thread_loop":
-            iterator = tb.tb_frame.f_locals.get("self")
-        tb = tb.tb_next
-    if iterator is not None:  # (a loading thread; never in a forked worker, which may inherit the lock held)
-        with _REGISTER:
-            ours = getattr(iterator, "_uninext_raises", False)
-    if iterator is None or not ours:
-        _previous_excepthook(args)
-        return
-    iterator._uninext_error = args.exc_value
-    iterator._exit_thread_unexpectedly()  # kills the batch queue: the main thread's wait for a batch ends
-
-
-def _raising(iterator: Any) -> Iterator[Any]:
-    """The batches of a ``RaisingDataLoader``'s Paddle ``iterator``; its loading thread's exception is raised
-    here (see ``RaisingDataLoader``)."""
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except Exception:
-            if iterator._thread is not None:
-                iterator._thread.join(timeout=10)  # the hook runs in the loading thread, just before it ends
-            if getattr(iterator, "_uninext_error", None) is None:
-                raise
-            break
-        yield batch
-    error = iterator._uninext_error
-    del iterator._uninext_error  # its traceback refers to the iterator: no reference cycle
-    iterator._try_shutdown_all()  # stops the workers now (left to the garbage collector, joining them can hang)
-    raise _unwrapped(error)  # outside the except block: no "during handling of SystemError"
-
-
-def _unwrapped(error: BaseException) -> BaseException:
-    """``error`` as the dataset raised it: an ``UninextError`` re-raised by a worker gets its own message back
-    (Paddle's re-raise puts a header and the worker's traceback around it)."""
-    message = str(error)
-    if not (isinstance(error, UninextError) and message.startswith("DataLoader worker(")):
-        return error
-    kind = type(error)
-    name = f"{kind.__module__}.{kind.__qualname__}"  # as traceback.format_exception writes it
-    if kind.__module__ in ("__main__", "builtins"):
-        name = kind.__qualname__
-    _, found, original = message.rstrip("\n").rpartition(f"\n{name}: ")  # the traceback's last line
-    return kind(original) if found else error

@@ -21,6 +21,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .errors import ConfigError
+from .loss import SoftTargetCrossEntropy
 
 __all__ = ["MixedTargets", "MixupCutmix", "check_mixing", "cutmix_box"]
 
@@ -66,7 +67,8 @@ class MixupCutmix:
     """Mixup and/or CutMix of whole device batches, timm's ``Mixup(mode="batch")`` semantics.
 
     ``mixer(x, y) -> (x_mixed, MixedTargets)``; an unmixed batch (probability ``1 - prob``, or both alphas 0)
-    comes back as the very tensor ``x``. Label smoothing is the loss's (``SoftTargetCrossEntropy``).
+    comes back as the very tensor ``x``. ``mixer.criterion`` is the loss mixed batches are trained with:
+    ``SoftTargetCrossEntropy`` with the run's label ``smoothing``.
 
     Args:
         mixup_alpha: Beta(alpha, alpha) of Mixup's lambda; 0 disables Mixup.
@@ -75,15 +77,17 @@ class MixupCutmix:
         switch_prob: probability of CutMix rather than Mixup when both are enabled.
         num_classes: width of the soft targets.
         seed: seeds the mixer's own numpy Generator (e.g. the run's seed plus the process rank).
+        smoothing: the label smoothing of ``criterion`` (the notebook's 0.1).
     """
 
     def __init__(self, mixup_alpha: float = 0., cutmix_alpha: float = 0., prob: float = 1.0,
-                 switch_prob: float = 0.5, num_classes: int = 10, seed: int = 0) -> None:
+                 switch_prob: float = 0.5, num_classes: int = 10, seed: int = 0, smoothing: float = 0.1) -> None:
         check_mixing(mixup_alpha, cutmix_alpha, prob, switch_prob)
         self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
         self.prob, self.switch_prob = float(prob), float(switch_prob)
         self.num_classes = num_classes
         self.rng = np.random.default_rng(seed)
+        self.criterion = SoftTargetCrossEntropy(smoothing)
 
     @property
     def enabled(self) -> bool:
