@@ -20,13 +20,15 @@ instead: the top ``--topk`` classes of each, with their probabilities (no evalua
 """
 from __future__ import annotations
 
+import os
 import warnings
 
+# Importing Paddle sets OMP_NUM_THREADS=1 when it is unset: the user's own value is read before that.
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 # Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for this script.
 warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
-import os
 
 import numpy as np
 import paddle
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------------------------------------------------
     # setup: device (and on the CPU this process's settings), model and its class names, data, backend
-    start = select_device_and_tune(args.device)
+    start = select_device_and_tune(args.device, USER_OMP_NUM_THREADS)
     start.report()
     device = start.device
     with about("--amp"):

@@ -108,3 +108,25 @@ fi
 # interpretdl 0.8.0 declares scikit-learn<=0.24 (no wheel for Python 3.11, and it only needs Ridge); its real
 # dependencies are in requirements.txt. uninext_paddle.explain adapts it to the current scikit-learn at run time.
 run "$PY" -m pip install --no-deps "interpretdl==0.8.0"
+
+# The C++ CPU kernels (uninext_paddle/csrc, Paddle custom operators) where a C++ compiler exists. Without them the
+# scripts run Paddle's own kernels, slower on the CPU, and say so in one line (uninext_paddle/kernels.py).
+build_kernels() {
+  if ! command -v "${CXX:-c++}" >/dev/null && ! command -v g++ >/dev/null; then
+    say "no C++ compiler: the C++ CPU kernels (uninext_paddle/csrc) are not built; the scripts run Paddle's own" \
+        "kernels, slower on the CPU"
+    return
+  fi
+  say "building the C++ CPU kernels (uninext_paddle/csrc/cpu_kernels.cc, about 20 s)"
+  # each build is installed as its own version: earlier ones go first
+  local builds i log=uninext_paddle/csrc/build/build.log
+  builds=$("$PY" -c 'import importlib.metadata as m
+print(sum(d.metadata["Name"] == "uninext_cpu_kernels" for d in m.distributions()))' 2>/dev/null || true)
+  for ((i = 0; i < ${builds:-0}; i++)); do run "$PY" -m pip uninstall -y -qq uninext_cpu_kernels; done
+  mkdir -p "$(dirname "$log")"
+  if ! (cd uninext_paddle/csrc && run "$PY" setup.py -q install) >"$log" 2>&1; then
+    say "the C++ CPU kernels did not build (the end of $log follows); the scripts run Paddle's own kernels" >&2
+    tail -n 20 "$log" >&2
+  fi
+}
+build_kernels

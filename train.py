@@ -14,14 +14,16 @@ printed).
 """
 from __future__ import annotations
 
+import os
 import warnings
 
+# Importing Paddle sets OMP_NUM_THREADS=1 when it is unset: the user's own value is read before that.
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 # Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for this script.
 warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
 import math
-import os
 import shlex
 import signal
 import sys
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------------------------------------------------
     # setup: device (and on the CPU this process's settings), processes, output folders, log file
-    start = select_device_and_tune(args.device)
+    start = select_device_and_tune(args.device, USER_OMP_NUM_THREADS)
     with about("--amp"):
         amp_scaler = make_grad_scaler(args.amp, start.device)  # also rejects fp16/bf16 where they cannot run
     with about("--device"):

@@ -12,13 +12,15 @@ On the CPU the model runs through ONNX Runtime or Paddle Inference with oneDNN w
 """
 from __future__ import annotations
 
+import os
 import warnings
 
+# Importing Paddle sets OMP_NUM_THREADS=1 when it is unset: the user's own value is read before that.
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 # Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for this script.
 warnings.filterwarnings("ignore", message="No ccache found")
 
 import argparse
-import os
 from typing import Any
 
 import numpy as np
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         with about("--images"):
             files = collect_image_files(args.images)  # each one checked to be an image
     if args.predictions or args.lime:
-        start = select_device_and_tune(args.device)
+        start = select_device_and_tune(args.device, USER_OMP_NUM_THREADS)
         start.report()
         device = start.device
         with about("--ckpt"):

@@ -3,10 +3,10 @@
 Rows: the forward pass at 224 (batch 8) and at 32 (batch 64), the notebook's timed loop at 32 (batch 64, no
 workers; evaluate.py's ``Throughout`` figure, over a CIFAR-format tarball of ``--loop-images`` images) and LIME
 at 224 (visualize.py --lime: ``--lime-samples`` samples, batch 10; seconds per image). Contestants: the port's
-eager model, Paddle Inference with oneDNN and ONNX Runtime (what ``--backend auto`` picks), as evaluate.py and
-visualize.py build them; in the forward and loop rows also ONNX Runtime with one thread and with spinning
-threads (the choice of ``backends.ONNXRUNTIME_THREADS`` and ``ONNXRUNTIME_SPINNING``). UniNeXt-T, random weights,
-in a process with the scripts' CPU settings (``runtime.tune_cpu_runtime``).
+eager model, Paddle Inference with oneDNN, and ONNX Runtime in its two layouts (one session on every core; one
+single-threaded session per core, each running its share of a batch), as evaluate.py and visualize.py build them
+(``--backend auto`` times them and runs the fastest); also one ONNX Runtime session whose idle threads spin rather
+than sleep. UniNeXt-T, random weights, in a process with the scripts' CPU settings (``runtime.tune_cpu_runtime``).
 
 The machine is shared: every contestant is run ``--runs`` times, the contestants alternating, and its best run is
 reported (a forward run: one warm-up call, then the median of three timed calls).
@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")  # as the scripts read it: before importing Paddle
 # Paddle warns on import when ccache (a C++ build cache for custom operators) is absent: noise for a benchmark.
 warnings.filterwarnings("ignore", message="No ccache found")
 
@@ -32,8 +34,8 @@ import paddle  # noqa: E402
 import uninext_paddle as up  # noqa: E402
 from bench.bench_model import timed  # noqa: E402
 from tests.cifar_fixture import make_cifar_tarball  # noqa: E402
-from uninext_paddle.backends import (ONNXRUNTIME_SPINNING, ONNXRUNTIME_THREADS, OnnxRuntimeModel,  # noqa: E402
-                                     compile_onednn, compile_onnxruntime, probe_difference)
+from uninext_paddle.backends import (ORT_MAX_SESSIONS, OnnxRuntimeModel, compile_onednn,  # noqa: E402
+                                     compile_onnxruntime, probe_difference)
 from uninext_paddle.data import build_test_transforms, load_cifar10  # noqa: E402
 from uninext_paddle.export import onnx_model_bytes, onnxruntime_session  # noqa: E402
 from uninext_paddle.runtime import tune_cpu_runtime  # noqa: E402
@@ -42,22 +44,21 @@ from uninext_paddle.throughput import notebook_loop  # noqa: E402
 LIME_BATCH = 10  # visualize.py's --batch-size default
 
 
-def onnxruntime_with(threads: int, spinning: bool) -> Callable[[paddle.nn.Layer, int], paddle.nn.Layer]:
-    """``compile_onnxruntime`` with other thread settings."""
-    def compile_fn(model: paddle.nn.Layer, image_size: int) -> paddle.nn.Layer:
-        return OnnxRuntimeModel(onnxruntime_session(onnx_model_bytes(model, image_size), threads, spinning))
-    return compile_fn
+def spinning_onnxruntime(model: paddle.nn.Layer, image_size: int) -> paddle.nn.Layer:
+    """One ONNX Runtime session on every core whose idle threads spin (ONNX Runtime's default)."""
+    return OnnxRuntimeModel([onnxruntime_session(onnx_model_bytes(model, image_size), 0, spinning=True)])
 
 
-# contestant -> how the port is turned into it for an image size; the first three are evaluate.py's backends
+SESSIONS = min(ORT_MAX_SESSIONS, len(os.sched_getaffinity(0)))
+# contestant -> how the port is turned into it for an image size; all but the last are evaluate.py's candidates
 CONTESTANTS: dict[str, Callable[[paddle.nn.Layer, int], paddle.nn.Layer]] = {
     "eager": lambda model, size: model,
     "onednn": compile_onednn,
-    "onnxruntime": compile_onnxruntime,
-    "onnxruntime, 1 thread": onnxruntime_with(1, ONNXRUNTIME_SPINNING),
-    "onnxruntime, spinning": onnxruntime_with(ONNXRUNTIME_THREADS, True),
+    "onnxruntime, 1 session": compile_onnxruntime,
+    f"onnxruntime, {SESSIONS} sessions": lambda model, size: compile_onnxruntime(model, size, SESSIONS),
+    "onnxruntime, 1 session, spinning": spinning_onnxruntime,
 }
-BACKEND_CONTESTANTS = ("eager", "onednn", "onnxruntime")
+BACKEND_CONTESTANTS = ("eager", "onednn", "onnxruntime, 1 session", f"onnxruntime, {SESSIONS} sessions")
 
 
 def best_of(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     paddle.set_device("cpu")
-    applied = tune_cpu_runtime()
+    applied = tune_cpu_runtime(USER_OMP_NUM_THREADS)
     print(f"UniNeXt-T, Paddle {paddle.__version__}, runs {args.runs} (best), CPU settings: {'; '.join(applied)}")
     paddle.seed(0)
     port = up.create_model("T")

@@ -18,7 +18,6 @@ port in the tuned process against the notebook in the default one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -32,8 +31,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import paddle
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")  # as the scripts read it: before importing Paddle
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No ccache found")
 paddle.set_device("cpu")
@@ -86,13 +87,17 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
     port = up.create_model(variant)
     port.set_state_dict(notebook.state_dict())
     port.eval()
-    # contestant name -> (model, context manager factory switching fast paths off)
-    contestants: dict[str, tuple[paddle.nn.Layer, Callable[[], Any]]] = {
-        "notebook": (notebook, contextlib.nullcontext), "port": (port, contextlib.nullcontext),
-        **{name: (port, contextlib.nullcontext) for name in COMPILED}}  # compiled per row below, for its size
+    # contestant name -> (model, the CPU formulations it goes without)
+    contestants: dict[str, tuple[paddle.nn.Layer, tuple[str, ...]]] = {
+        "notebook": (notebook, ()), "port": (port, ()),
+        **{name: (port, ()) for name in COMPILED}}  # compiled per row below, for its size
     if ablate:
-        for name in fastpath.FASTPATHS:
-            contestants[f"port, no {name}"] = (port, lambda name=name: fastpath.disabled(name))
+        for name in fastpath.FORMULATIONS:
+            ablated = up.create_model(variant)
+            ablated.set_state_dict(notebook.state_dict())
+            ablated.eval()
+            fastpath.install(ablated, cpu=True, disabled=(name,))
+            contestants[f"port, no {name}"] = (ablated, (name,))
     rows = []
     for row, size, batch, train in MODEL_ROWS:
         x = paddle.randn([batch, 3, size, size])
@@ -102,26 +107,27 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
             diff = float((notebook(x) - port(x)).abs().max())
         result: dict[str, Any] = {"row": row, "batch": batch, "max_abs_logit_diff": diff, "ips": {}}
         runs = {}
-        for name, (model, ctx) in contestants.items():
+        for name, (model, disabled) in contestants.items():
             if name in COMPILED:
                 if not train:  # inference only
                     compiled = COMPILED[name](port, size)
                     with paddle.no_grad():
                         result[f"max_abs_diff {name}"] = float((compiled(x) - port(x)).abs().max())
-                    runs[name] = (forward_fn(compiled, x), ctx)
+                    runs[name] = forward_fn(compiled, x)
             elif train:
                 # each contestant trains its own copy, from the same weights, so the steps stay comparable
                 copy = getattr(nb, f"UniNeXt_{variant}")() if name == "notebook" else up.create_model(variant)
                 copy.set_state_dict(notebook.state_dict())
                 copy.train()
-                runs[name] = (train_step_fn(copy, up.LabelSmoothingCrossEntropy(), x, y), ctx)
+                if name != "notebook":
+                    fastpath.install(copy, cpu=True, disabled=disabled)
+                runs[name] = train_step_fn(copy, up.LabelSmoothingCrossEntropy(), x, y)
             else:
-                runs[name] = (forward_fn(model, x), ctx)
+                runs[name] = forward_fn(model, x)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for i in range(warmup + reps):
-            for name, (fn, ctx) in runs.items():
-                with ctx():
-                    seconds = timed(fn)
+            for name, fn in runs.items():
+                seconds = timed(fn)
                 if i >= warmup:
                     times[name].append(seconds)
         for name, ts in times.items():
@@ -194,7 +200,7 @@ def print_row(r: dict[str, Any]) -> None:
 
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     """All rows in this process, under ``args.runtime`` ('default' or 'tuned'); prints the table, returns it."""
-    applied = tune_cpu_runtime() if args.runtime == "tuned" else []
+    applied = tune_cpu_runtime(USER_OMP_NUM_THREADS) if args.runtime == "tuned" else []
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     print(f"UniNeXt-{args.variant}, Paddle {paddle.__version__}, {cpu}, {paddle.device.cuda.device_count()} GPUs, "

@@ -11,12 +11,11 @@ first and of the last step are printed: the same weights, batch and updates must
 rounding), which also shows that every contestant really trains.
 
 Extra contestants, each measured against the port as it is: ``--baseline DIR`` (the port of another checkout,
-e.g. the code before a change), ``--ablate`` (the port with each fast path of ``uninext_paddle/fastpath.py``
-off), ``--threads 1`` (Paddle's math library on 1 thread rather than ``runtime.math_threads``), and prototypes of
-changes to files other than the model's: ``--static`` (the model as a ``paddle.jit.to_static`` program, forward
-and backward), ``--multi-tensor-adam`` (Paddle's Adam with ``use_multi_tensor=True``), ``--cpp-ops``
-(LayerNorm's and GELU's backwards as C++ custom operators, compiled with the system's C++ compiler);
-``--torch-one-thread`` adds PyTorch on 1 thread.
+e.g. the code before a change), ``--ablate`` (the port without each CPU formulation of
+``uninext_paddle/fastpath.py``, the C++ kernels among them), ``--threads 1`` (Paddle's math library on 1 thread
+rather than ``runtime.math_threads``), and prototypes of changes to files other than the model's: ``--static``
+(the model as a ``paddle.jit.to_static`` program, forward and backward), ``--multi-tensor-adam`` (Paddle's Adam
+with ``use_multi_tensor=True``); ``--torch-one-thread`` adds PyTorch on 1 thread.
 
     python -m bench.bench_train --torch-python /work/torch-venv/bin/python --anchors /work/shared/anchors --ablate
 
@@ -38,93 +37,6 @@ from typing import Any
 BATCH, IMAGE_SIZE, CLASSES = 64, 32, 10
 WEIGHTS, BATCH_FILE = "weights.npz", "batch.npz"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Prototype (``--cpp-ops``): LayerNorm and GELU as C++ custom operators whose forwards are Paddle's own kernels
-# (the same numbers, bitwise) and whose backwards are one fused pass, where Paddle's CPU layer_norm_grad makes
-# about ten elementwise passes over the tensor (a square root per element among them) and gelu_grad several.
-CPP_OPS = r"""
-#include "paddle/extension.h"
-#include <cmath>
-#include <tuple>
-#include <vector>
-
-// Paddle's own layer_norm forward (bitwise), also returning its per-row mean and variance.
-std::vector<paddle::Tensor> LnForward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
-                                      float eps) {
-  const int64_t C = x.shape().back();
-  const int64_t R = x.numel() / C;
-  paddle::Tensor y = paddle::empty_like(x);
-  paddle::Tensor mean = paddle::empty({R}, x.dtype(), x.place());
-  paddle::Tensor var = paddle::empty({R}, x.dtype(), x.place());
-  std::tuple<paddle::Tensor*, paddle::Tensor*, paddle::Tensor*> outs(&y, &mean, &var);
-  paddle::experimental::layer_norm(x, w, b, eps, static_cast<int>(x.shape().size()) - 1, outs);
-  return {y, mean, var};
-}
-
-std::vector<paddle::Tensor> LnBackward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& mean,
-                                       const paddle::Tensor& var, const paddle::Tensor& gy, float eps) {
-  const int64_t C = x.shape().back();
-  const int64_t R = x.numel() / C;
-  auto gx = paddle::empty_like(x);
-  auto gw = paddle::full({C}, 0.f, x.dtype(), x.place());
-  auto gb = paddle::full({C}, 0.f, x.dtype(), x.place());
-  const float* px = x.data<float>(); const float* pw = w.data<float>(); const float* pg = gy.data<float>();
-  const float* pm = mean.data<float>(); const float* pv = var.data<float>();
-  float* pgx = gx.data<float>(); float* pgw = gw.data<float>(); float* pgb = gb.data<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    const float* xr = px + r * C; const float* gr = pg + r * C; float* gxr = pgx + r * C;
-    const float m = pm[r], rs = 1.f / std::sqrt(pv[r] + eps);
-    float a = 0.f, bsum = 0.f;
-    for (int64_t c = 0; c < C; ++c) {
-      const float xh = (xr[c] - m) * rs;
-      const float g = gr[c] * pw[c];
-      a += g; bsum += g * xh;
-      pgw[c] += gr[c] * xh; pgb[c] += gr[c];
-    }
-    a /= C; bsum /= C;
-    for (int64_t c = 0; c < C; ++c) {
-      const float xh = (xr[c] - m) * rs;
-      gxr[c] = (gr[c] * pw[c] - a - xh * bsum) * rs;
-    }
-  }
-  return {gx, gw, gb};
-}
-
-PD_BUILD_OP(uninext_layer_norm).Inputs({"X", "W", "B"}).Outputs({"Y", "Mean", "Var"}).Attrs({"eps: float"})
-    .SetKernelFn(PD_KERNEL(LnForward));
-PD_BUILD_GRAD_OP(uninext_layer_norm).Inputs({"X", "W", "Mean", "Var", paddle::Grad("Y")})
-    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")}).Attrs({"eps: float"})
-    .SetKernelFn(PD_KERNEL(LnBackward));
-
-std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
-  return {paddle::experimental::gelu(x, false)};
-}
-
-// d/dx of x * Phi(x) = Phi(x) + x * phi(x); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), which shares
-// exp(-x^2 / 2) with phi, so the loop vectorises.
-std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& gy) {
-  auto gx = paddle::empty_like(x);
-  const float* px = x.data<float>(); const float* pg = gy.data<float>(); float* po = gx.data<float>();
-  const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = px[i];
-    const float z = std::fabs(v) * 0.70710678118654752f;
-    const float t = 1.f / (1.f + 0.3275911f * z);
-    const float e = std::exp(-z * z);
-    const float poly =
-        t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-    const float erf_abs = 1.f - poly * e;
-    const float cdf = 0.5f * (1.f + (v < 0.f ? -erf_abs : erf_abs));
-    po[i] = pg[i] * (cdf + v * e * 0.39894228040143268f);
-  }
-  return {gx};
-}
-
-PD_BUILD_OP(uninext_gelu).Inputs({"X"}).Outputs({"Y"}).SetKernelFn(PD_KERNEL(GeluForward));
-PD_BUILD_GRAD_OP(uninext_gelu).Inputs({"X", paddle::Grad("Y")}).Outputs({paddle::Grad("X")})
-    .SetKernelFn(PD_KERNEL(GeluBackward));
-"""
-
 
 def rates(step_seconds: list[float]) -> dict[str, float]:
     """Images per second of the timed steps: their median and their best."""
@@ -149,56 +61,19 @@ def make_inputs(work: str) -> None:
              y=rs.randint(0, CLASSES, BATCH).astype("int64"))
 
 
-def build_cpp_ops(work: str) -> Any:
-    """The ``CPP_OPS`` operators, compiled into ``work`` on the first call (about 30 s) and loaded."""
-    from paddle.utils.cpp_extension import load
-
-    source, build = os.path.join(work, "cpu_ops.cc"), os.path.join(work, "build")
-    if not os.path.exists(source):
-        os.makedirs(build)
-        with open(source, "w") as f:
-            f.write(CPP_OPS)
-    # -ffast-math lets the compiler vectorise expf (glibc's libmvec); the forwards are Paddle's kernels anyway
-    return load(name="uninext_cpu_ops_prototype", sources=[source], build_directory=build,
-                extra_cxx_cflags=["-O3", "-march=native", "-ffast-math"], verbose=False)
-
-
-def use_cpp_ops(work: str) -> None:
-    """Every ``nn.LayerNorm`` (with weight and bias) and exact ``nn.GELU`` on CPU float32 tensors with gradients
-    through the prototype operators."""
-    import paddle
-
-    ops = build_cpp_ops(work)
-    layer_norm, gelu = paddle.nn.LayerNorm.forward, paddle.nn.GELU.forward
-
-    def applies(x: paddle.Tensor) -> bool:
-        return paddle.is_grad_enabled() and x.place.is_cpu_place() and x.dtype == paddle.float32
-
-    def layer_norm_forward(self: paddle.nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
-        if self.weight is None or self.bias is None or len(self._normalized_shape) != 1 or not applies(x):
-            return layer_norm(self, x)
-        return ops.uninext_layer_norm(x, self.weight, self.bias, self._epsilon)[0]
-
-    def gelu_forward(self: paddle.nn.GELU, x: paddle.Tensor) -> paddle.Tensor:
-        return gelu(self, x) if self._approximate or not applies(x) else ops.uninext_gelu(x)
-
-    paddle.nn.LayerNorm.forward, paddle.nn.GELU.forward = layer_norm_forward, gelu_forward
-
-
 def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bool, threads: int,
-             multi_tensor_adam: bool, cpp_ops: bool) -> dict[str, Any]:
+             multi_tensor_adam: bool) -> dict[str, Any]:
     """The port's train step as train.py runs it (the engine's loop over a loader of the same batch), in a
-    tuned process; options: a fast path off, the model through ``paddle.jit.to_static``, a math thread count,
-    Adam's multi-tensor update, the C++ LayerNorm and GELU prototype."""
-    import contextlib
-
+    tuned process; options: a CPU formulation off, the model through ``paddle.jit.to_static``, a math thread
+    count, Adam's multi-tensor update."""
+    user_omp_threads = os.environ.get("OMP_NUM_THREADS")  # as train.py reads it: before importing Paddle
     import numpy as np
     import paddle
 
     paddle.set_device("cpu")
     from uninext_paddle.runtime import tune_cpu_runtime
 
-    tune_cpu_runtime()  # as train.py does on the CPU, before the first matmul
+    tune_cpu_runtime(user_omp_threads)  # as train.py does on the CPU, before the first matmul
     if threads:
         paddle.base.core.set_num_threads(threads)
     import uninext_paddle as up
@@ -207,10 +82,10 @@ def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bo
     from uninext_paddle.optim import build_optimizer, build_scheduler
     from uninext_paddle.records import Records
 
-    if cpp_ops:
-        use_cpp_ops(work)
     model = up.create_model("T", num_classes=CLASSES)
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in np.load(os.path.join(work, WEIGHTS)).items()})
+    if disable:
+        fastpath.install(model, cpu=True, disabled=(disable,))
     batch = np.load(os.path.join(work, BATCH_FILE))
     scheduler = build_scheduler(1e-4, 782, 100)  # train.py's defaults: 50000 // 64 steps per epoch, 100 epochs
     if multi_tensor_adam:
@@ -236,10 +111,9 @@ def run_port(work: str, warmup: int, steps: int, disable: str | None, static: bo
         if timed:
             ends.append(seconds)
 
-    with fastpath.disabled(disable) if disable else contextlib.nullcontext():
-        for n, timed in ((warmup, False), (steps, True)):
-            train_one_epoch(net, loader(n), TrainStep(optimizer, scheduler, criterion), Records(), EpochMeter(),
-                            epoch=0, after_step=lambda meter, seconds: after_step(meter, seconds, timed))
+    for n, timed in ((warmup, False), (steps, True)):
+        train_one_epoch(net, loader(n), TrainStep(optimizer, scheduler, criterion), Records(), EpochMeter(),
+                        epoch=0, after_step=lambda meter, seconds: after_step(meter, seconds, timed))
     return {"first_loss": losses[0], "last_loss": losses[-1], **rates(list(np.diff([0.0, *ends])))}
 
 
@@ -290,13 +164,12 @@ def contestants(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
     if args.ablate:
         import uninext_paddle.fastpath as fastpath
 
-        for name in fastpath.FASTPATHS:
+        for name in fastpath.FORMULATIONS:
             runs[f"port, no {name}"] = ([*port, "--disable", name], ROOT)
     threads = f"port, {args.threads} math thread{'s' * (args.threads > 1)}"
     for wanted, name, option in ((args.static, "port, to_static model", ["--static"]),
                                  (args.threads, threads, ["--threads", str(args.threads)]),
-                                 (args.multi_tensor_adam, "port, multi-tensor Adam", ["--multi-tensor-adam"]),
-                                 (args.cpp_ops, "port, C++ LayerNorm+GELU (prototype)", ["--cpp-ops"])):
+                                 (args.multi_tensor_adam, "port, multi-tensor Adam", ["--multi-tensor-adam"])):
         if wanted:
             runs[name] = ([*port, *option], ROOT)
     if args.torch_python:
@@ -355,12 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=8, help="timed steps, in each process")
     p.add_argument("--baseline", default=None, metavar="DIR",
                    help="add the port of another checkout, e.g. the last commit: git archive HEAD | tar -x -C DIR")
-    p.add_argument("--ablate", action="store_true", help="add the port with each fast path off")
+    p.add_argument("--ablate", action="store_true", help="add the port without each CPU formulation")
     p.add_argument("--static", action="store_true", help="add the port with the model through to_static")
     p.add_argument("--threads", type=int, default=0, help="add the port with this many math threads")
     p.add_argument("--multi-tensor-adam", action="store_true", help="add the port with Adam(use_multi_tensor)")
-    p.add_argument("--cpp-ops", action="store_true",
-                   help="add the port with the C++ LayerNorm and GELU prototype (compiled first, about 30 s)")
     p.add_argument("--torch-one-thread", action="store_true", help="add PyTorch on 1 thread")
     p.add_argument("--json", default=None, help="also write the results here")
     # a contestant's own process
@@ -371,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.child == "port":
         print(json.dumps(run_port(args.work, args.warmup, args.steps, args.disable, args.static, args.threads,
-                                  args.multi_tensor_adam, args.cpp_ops)))
+                                  args.multi_tensor_adam)))
         return
     if args.child == "pytorch":
         print(json.dumps(run_pytorch(args.work, args.anchors, args.warmup, args.steps, args.torch_threads)))
@@ -380,9 +251,6 @@ def main(argv: list[str] | None = None) -> None:
         args.work = work
         subprocess.run([sys.executable, "-c", "import sys; from bench.bench_train import make_inputs; "
                         "make_inputs(sys.argv[1])", work], cwd=ROOT, check=True, capture_output=True)
-        if args.cpp_ops:  # compiled once, before any contestant is timed
-            subprocess.run([sys.executable, "-c", "import sys; from bench.bench_train import build_cpp_ops; "
-                            "build_cpp_ops(sys.argv[1])", work], cwd=ROOT, check=True, capture_output=True)
         report = run_benchmark(args)
     print_table(report)
     if args.json:

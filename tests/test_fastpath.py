@@ -1,4 +1,5 @@
-"""The CPU fast paths (uninext_paddle/fastpath.py) against the ops they replace: outputs and gradients."""
+"""The CPU formulations (uninext_paddle/fastpath.py) against the ops they replace: outputs and gradients; chosen
+once per model (install), with the layers still Paddle's own types, called as layers."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,12 @@ from tests.notebook_init import build_pair
 from uninext_paddle import fastpath
 
 
+def on_cpu(layer: nn.Layer, disabled: tuple[str, ...] = ()) -> nn.Layer:
+    """``layer`` with the CPU formulations installed (as a model built on the CPU has them)."""
+    fastpath.install(layer, cpu=True, disabled=disabled)
+    return layer
+
+
 def conv_reference(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
     """Paddle's own conv on the image, as the notebook runs it: [B, H*W, C] -> [B, H*W, C]."""
     C = x.shape[-1]
@@ -25,7 +32,7 @@ def conv_reference(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.
 def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W, batch):
     assert fastpath.matmul_form(H, W, batch)  # these all take the fast path
     paddle.seed(H * 10 + W)
-    conv = nn.Conv2D(24, 24, 3, 1, 1, groups=24)
+    conv = on_cpu(nn.Conv2D(24, 24, 3, 1, 1, groups=24))
     nn.initializer.Normal()(conv.bias)  # a nonzero bias, unlike the init
     x = paddle.randn([batch, H * W, 24])
     x.stop_gradient = False
@@ -48,23 +55,25 @@ def test_small_map_depthwise_equals_paddles_conv_forward_and_backward(H, W, batc
 
 
 def test_one_by_one_map_is_the_centre_tap():
-    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    conv = on_cpu(nn.Conv2D(8, 8, 3, 1, 1, groups=8))
     x = paddle.randn([3, 1, 8])
     expected = x * conv.weight[:, 0, 1, 1] + conv.bias
     np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x, 1, 1).numpy(), expected.numpy())
 
 
-def test_large_maps_and_disabled_fast_paths_use_paddles_ops():
+def test_large_maps_and_uninstalled_formulations_use_paddles_ops():
     # 7x7 maps take the matmul from a batch of 2, 9x9 maps never
     assert not fastpath.matmul_form(7, 7, 1) and not fastpath.matmul_form(9, 9, 256)
-    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    conv = on_cpu(nn.Conv2D(8, 8, 3, 1, 1, groups=8))
+    nn.initializer.Normal()(conv.bias)
     x = paddle.randn([1, 49, 8])
     np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x, 7, 7).numpy(), conv_reference(conv, x, 7, 7).numpy())
-    with fastpath.disabled():
-        assert not fastpath.use_fastpath("small_map_dwconv", x)
-        np.testing.assert_array_equal(fastpath.depthwise3x3(conv, x[:, :4], 2, 2).numpy(),
-                                      conv_reference(conv, x[:, :4], 2, 2).numpy())
-    assert fastpath.use_fastpath("small_map_dwconv", x)  # restored
+    small = x[:, :4]
+    assert rel_err(conv_reference(conv, small, 2, 2), fastpath.depthwise3x3(conv, small, 2, 2)) < 1e-6
+    for choice in (dict(cpu=False), dict(cpu=True, disabled=fastpath.FORMULATIONS)):
+        assert fastpath.install(conv, **choice) == []  # nothing installed: Paddle's own conv, bitwise
+        np.testing.assert_array_equal(fastpath.depthwise3x3(conv, small, 2, 2).numpy(),
+                                      conv_reference(conv, small, 2, 2).numpy())
 
 
 @pytest.mark.parametrize("size, batch", [(32, 2), (64, 2), (32, 64)])
@@ -74,11 +83,12 @@ def test_model_with_and_without_fast_paths_matches_the_notebook(nb, size, batch)
     reference, port = build_pair(seed=2, num_classes=10, **TINY)
     reference.eval(), port.eval()
     x = paddle.randn([batch, 3, size, size])
+    assert "small_map_dwconv" in port.cpu_formulations  # built on the CPU
     with paddle.no_grad():
         expected = reference(x)
         fast = port(x)
-        with fastpath.disabled():
-            slow = port(x)
+        fastpath.install(port, cpu=False)
+        slow = port(x)
     assert rel_err(expected, fast) <= 1e-5
     assert rel_err(expected, slow) <= 1e-5
 
@@ -98,7 +108,7 @@ def test_train_step_gradients_match_the_notebook(nb, batch):
 
 def test_layers_watched_by_hooks_are_called_as_layers():
     # paddle.summary and paddle.flops count layers through forward hooks: a watched conv must really be called
-    conv = nn.Conv2D(8, 8, 3, 1, 1, groups=8)
+    conv = on_cpu(nn.Conv2D(8, 8, 3, 1, 1, groups=8))
     nn.initializer.Normal()(conv.bias)
     tokens, image = paddle.randn([2, 4, 8]), paddle.randn([2, 8, 5, 5])
     unwatched = fastpath.depthwise3x3(conv, tokens, 2, 2), fastpath.conv_channels_last(conv, image)
@@ -110,9 +120,10 @@ def test_layers_watched_by_hooks_are_called_as_layers():
     assert calls == [[2, 8, 2, 2], [2, 8, 5, 5]] and not fastpath.watched(conv)
     for fast, called in zip(unwatched, watched):  # the same numbers either way (2x2 and the bias: bitwise)
         np.testing.assert_array_equal(fast.numpy(), called.numpy())
-    layer = nn.Linear(8, 3)
+    layer = on_cpu(nn.Linear(8, 3))  # its forward is the formulation's: hooks see a Linear called as a layer
+    assert type(layer) is nn.Linear and "forward" in layer.__dict__
     handle = layer.register_forward_post_hook(lambda layer, inputs, output: calls.append(output.shape))
-    fastpath.linear(layer, tokens)
+    layer(tokens)
     handle.remove()
     assert calls[-1] == [2, 4, 3]
 
@@ -127,7 +138,7 @@ def paddles_conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.
 def test_small_map_conv_equals_paddles_conv_forward_and_backward(H, W, stride, batch):
     # The Merge_Blocks at 32x32 input: 8x8 -> 4x4, 4x4 -> 2x2, 2x2 -> 1x1 (stride 2); and stride 1, non-square.
     paddle.seed(H * 10 + W + stride)
-    conv = nn.Conv2D(6, 10, 3, stride, 1)
+    conv = on_cpu(nn.Conv2D(6, 10, 3, stride, 1))
     nn.initializer.Normal()(conv.bias)
     image = paddle.randn([batch, 6, H, W])
     image.stop_gradient = False
@@ -144,17 +155,16 @@ def test_small_map_conv_equals_paddles_conv_forward_and_backward(H, W, stride, b
 
 
 def test_large_maps_grouped_and_disabled_convs_are_paddles_own():
-    conv, depthwise = nn.Conv2D(4, 8, 3, 2, 1), nn.Conv2D(4, 4, 3, 1, 1, groups=4)
+    conv, depthwise = on_cpu(nn.Conv2D(4, 8, 3, 2, 1)), nn.Conv2D(4, 4, 3, 1, 1, groups=4)
     nn.initializer.Normal()(conv.bias)
     small, large = paddle.randn([2, 4, 8, 8]), paddle.randn([2, 4, 9, 9])  # 64 tokens: the limit; 81: above it
     assert fastpath._conv_as_matmul_applies(conv, small) and not fastpath._conv_as_matmul_applies(conv, large)
     assert not fastpath._conv_as_matmul_applies(depthwise, small)
-    np.testing.assert_array_equal(fastpath.conv_channels_last(conv, large).numpy(),
-                                  paddles_conv_channels_last(conv, large).numpy())
-    with fastpath.disabled("small_map_conv"):
-        assert not fastpath._conv_as_matmul_applies(conv, small)
-        np.testing.assert_array_equal(fastpath.conv_channels_last(conv, small).numpy(),
-                                      paddles_conv_channels_last(conv, small).numpy())
+    np.testing.assert_allclose(fastpath.conv_channels_last(conv, large).numpy(),  # the bias added channels-last
+                               paddles_conv_channels_last(conv, large).numpy(), rtol=1e-6, atol=1e-6)
+    on_cpu(conv, disabled=("small_map_conv",))
+    np.testing.assert_array_equal(fastpath.conv_channels_last(conv, small).numpy(),
+                                  paddles_conv_channels_last(conv, small).numpy())
 
 
 def test_linear_and_bias_gradients_by_matmul_equal_paddles_linear():
@@ -164,8 +174,9 @@ def test_linear_and_bias_gradients_by_matmul_equal_paddles_linear():
     x = paddle.randn([4, 9, 12])
     x.stop_gradient = False
     upstream = paddle.randn([4, 9, 20])
-    assert fastpath._bias_grad_by_matmul(x, layer.bias)
-    got, expected = fastpath.linear(layer, x), layer(x)
+    assert fastpath._bias_gets_a_gradient(layer.bias)
+    expected = layer(x)  # Paddle's Linear
+    got = on_cpu(layer)(x)
     np.testing.assert_array_equal(got.numpy(), expected.numpy())  # the forward is Paddle's matmul plus add
     grads = paddle.grad(got, [x, layer.weight, layer.bias], upstream)
     ref_grads = paddle.grad(expected, [x, layer.weight, layer.bias], upstream)
@@ -174,18 +185,26 @@ def test_linear_and_bias_gradients_by_matmul_equal_paddles_linear():
     np.testing.assert_allclose(grads[2].numpy(), upstream.numpy().sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
     assert rel_err(ref_grads[2].numpy(), grads[2].numpy()) < 1e-6
     # a gradient asked for the input only (paddle.grad leaves the parameters out): no error, the same gradient
-    np.testing.assert_array_equal(paddle.grad(fastpath.linear(layer, x), x, upstream)[0].numpy(),
-                                  ref_grads[0].numpy())
+    np.testing.assert_array_equal(paddle.grad(layer(x), x, upstream)[0].numpy(), ref_grads[0].numpy())
 
 
-def test_bias_is_added_plainly_without_gradients_or_when_disabled():
+def test_bias_is_added_plainly_without_gradients():
     x, bias = paddle.randn([3, 5]), paddle.randn([5])
     bias.stop_gradient = False
-    assert fastpath._bias_grad_by_matmul(x, bias)
+    assert fastpath._bias_gets_a_gradient(bias)
     with paddle.no_grad():
-        assert not fastpath._bias_grad_by_matmul(x, bias)
-    with fastpath.disabled("bias_grad_matmul"):
-        assert not fastpath._bias_grad_by_matmul(x, bias)
+        assert not fastpath._bias_gets_a_gradient(bias)
     bias.stop_gradient = True
-    assert not fastpath._bias_grad_by_matmul(x, bias)
+    assert not fastpath._bias_gets_a_gradient(bias)
     np.testing.assert_array_equal(fastpath.add_bias(x, bias).numpy(), (x + bias).numpy())
+
+
+def test_the_choice_is_made_once_per_model_and_follows_its_device():
+    model = up.UniNeXt(num_classes=10, **TINY)
+    assert set(model.cpu_formulations) >= {"bias_grad_matmul", "small_map_dwconv", "small_map_conv"}
+    linear = model.stage1[0].qkv
+    assert type(linear) is nn.Linear and linear.forward.__func__ is fastpath._linear_forward
+    portable = fastpath.install(model, cpu=False)
+    assert portable == [] and "forward" not in linear.__dict__ and model.stage1[0].cpe.cpu_formulations == frozenset()
+    model.to(device="cpu")  # moved (back) to the CPU: chosen again for it
+    assert linear.forward.__func__ is fastpath._linear_forward and model.cpu_formulations

@@ -43,7 +43,7 @@ class Machine:
         self.bin = folder / "bin"
         self.bin.mkdir()
         self.pip_log = folder / "pip.log"
-        for tool in ("dirname", "sed", "grep", "sort", "head"):
+        for tool in ("dirname", "sed", "grep", "sort", "head", "mkdir", "tail"):
             (self.bin / tool).symlink_to(shutil.which(tool))
         self._script("python", f"with open({str(self.pip_log)!r}, 'a') as log:\n"
                                "    log.write(' '.join(sys.argv[1:]) + '\\n')\n")
@@ -61,6 +61,10 @@ class Machine:
                                    "if sys.argv[1:2] == ['--query-gpu=compute_cap']:\n"
                                    f"    {answer}\n"
                                    f"else:\n    sys.stdout.write({nvidia_smi_header(driver, cuda)!r})\n")
+
+    def compiler(self) -> None:
+        """A ``c++`` on PATH (install.sh only asks whether there is one)."""
+        self._script("c++", "")
 
     def broken_driver(self) -> None:
         self._script("nvidia-smi", "print(\"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA "
@@ -114,8 +118,22 @@ def test_the_newest_build_the_driver_runs(machine, driver, cuda, capabilities, b
     done = machine.install()
     assert done.returncode == 0, done.stderr
     assert machine.pip_commands() == gpu_commands(build)
-    chosen = [line for line in done.stdout.splitlines() if line.startswith("install.sh:")]
+    chosen = [line for line in done.stdout.splitlines() if line.startswith("install.sh:") and "C++" not in line]
     assert len(chosen) == 1 and f"driver {driver} runs CUDA {cuda}" in chosen[0] and f"({build}" in chosen[0]
+
+
+def test_with_a_compiler_the_cpu_kernels_are_built_without_one_it_says_so(machine):
+    done = machine.install()
+    assert "no C++ compiler: the C++ CPU kernels (uninext_paddle/csrc) are not built" in done.stdout
+    assert not any("setup.py" in command for command in machine.pip_commands())
+    machine.compiler()
+    done = machine.install("--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "building the C++ CPU kernels" in done.stdout
+    assert (ROOT / "uninext_paddle/csrc/build/build.log").read_text() == "+ python setup.py -q install\n"
+    done = machine.install()
+    assert done.returncode == 0, done.stderr
+    assert machine.pip_commands()[-1] == "setup.py -q install"  # in uninext_paddle/csrc, after the wheels
 
 
 def test_a_driver_too_old_for_every_build_gets_the_cpu_wheel_and_says_why(machine):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
+from . import kernels
 from .backends import BACKENDS, BACKENDS_HELP
 from .data import DEFAULT_DATA
 from .device import AMP_MODES, DEVICES, cpu_build_on_gpu_machine_note, select_device
@@ -154,22 +155,32 @@ class DeviceStart:
 
     device: str
     gpu_note: str | None  # the machine has an NVIDIA GPU that this Paddle build cannot use
-    cpu_settings: str | None  # on the CPU: the process settings applied
+    cpu_settings: str | None  # on the CPU: the process settings applied, and the C++ kernels when they run
+    kernels_note: str | None = None  # on the CPU: why the C++ kernels do not run
 
     def report(self) -> None:
-        """Print the start-up lines: the note on stderr, the CPU settings on stdout."""
-        if self.gpu_note:
-            print(f"note: {self.gpu_note}", file=sys.stderr)
+        """Print the start-up lines: the notes on stderr, the CPU settings on stdout."""
+        for note in (self.gpu_note, self.kernels_note):
+            if note:
+                print(f"note: {note}", file=sys.stderr)
         if self.cpu_settings is not None:
             print(f"CPU settings: {self.cpu_settings}")
 
 
-def select_device_and_tune(name: str) -> DeviceStart:
+def select_device_and_tune(name: str, user_omp_threads: str | None) -> DeviceStart:
     """What every script does first: select the device for ``--device name`` and, on the CPU, apply this
-    process's CPU settings (``runtime.tune_cpu_runtime``: process-wide, before the first matmul)."""
+    process's CPU settings (``runtime.tune_cpu_runtime``: process-wide, before the first matmul), given the
+    user's ``OMP_NUM_THREADS`` as the script read it before importing Paddle."""
     with about("--device"):
         device = select_device(name)
-    settings = None
-    if device == "cpu":
-        settings = "; ".join(tune_cpu_runtime()) or f"none ({OPT_OUT_VARIABLE}=0)"
-    return DeviceStart(device, cpu_build_on_gpu_machine_note(), settings)
+    if device != "cpu":
+        return DeviceStart(device, cpu_build_on_gpu_machine_note(), None)
+    applied = tune_cpu_runtime(user_omp_threads)
+    if kernels.available():
+        applied.append("C++ kernels for LayerNorm, GELU, transposes and Adam's L2 decay")
+        note = None
+    else:
+        note = (f"the C++ CPU kernels do not run ({kernels.unavailable_reason()}): LayerNorm, GELU, transposes "
+                "and Adam's L2 decay take Paddle's own, slower kernels")
+    return DeviceStart(device, cpu_build_on_gpu_machine_note(), "; ".join(applied) or f"none ({OPT_OUT_VARIABLE}=0)",
+                       note)

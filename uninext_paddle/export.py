@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
 __all__ = ["EXPORT_PREFIX", "ONNX_FILE", "ONNX_OPSET", "native_output_silenced", "export_model", "check_export",
-           "onnx_modules", "onnx_model_bytes", "export_onnx", "onnxruntime_session",
+           "onnx_modules", "onnx_program_bytes", "onnx_model_bytes", "export_onnx", "onnxruntime_session",
            "check_onnx_export"]
 
 EXPORT_PREFIX = "inference"  # files: inference.json (the PIR program) and inference.pdiparams
@@ -70,13 +70,15 @@ def export_model(model: paddle.nn.Layer, folder: str, image_size: int) -> str:
     prefix = os.path.join(folder, EXPORT_PREFIX)
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", "x")]
     # to_static replaces a layer's forward in place; converting a copy leaves ``model`` dynamic (and fast).
+    # The copy has Paddle's own ops rather than the CPU formulations: the file may be deployed on any device, and
+    # Paddle Inference's fusion passes and paddle2onnx recognise those ops.
+    portable = copy.deepcopy(model).eval()
+    fastpath.install(portable, cpu=False)
     # full_graph: the AST converter, which yields one whole program that jit.save can write (SOT may fall back).
-    static_model = paddle.jit.to_static(copy.deepcopy(model).eval(), input_spec=spec, full_graph=True)
+    static_model = paddle.jit.to_static(portable, input_spec=spec, full_graph=True)
     try:
         os.makedirs(folder, exist_ok=True)
-        # Traced with Paddle's own conv and Linear ops rather than the CPU fast paths: the file may be deployed
-        # on any device, and Paddle Inference's fusion passes and paddle2onnx recognise those ops.
-        with fastpath.disabled(), native_output_silenced():
+        with native_output_silenced():
             paddle.jit.save(static_model, prefix)
     except OSError as err:
         raise WriteError(f"cannot write the exported model to {folder}: {err.strerror or err}") from err
@@ -117,29 +119,33 @@ def onnx_modules() -> tuple[ModuleType, ModuleType]:
     return modules[0], modules[1]
 
 
-def onnx_model_bytes(model: paddle.nn.Layer, image_size: int) -> bytes:
-    """``model`` as a serialised ONNX model (opset ``ONNX_OPSET``) for [any batch, 3, ``image_size``,
-    ``image_size``] float32 inputs: exported with ``export_model`` to a temporary folder and converted by
-    paddle2onnx in this process. ``DeviceError`` when paddle2onnx is missing or cannot convert it."""
+def onnx_program_bytes(prefix: str) -> bytes:
+    """The exported program at ``prefix`` (``export_model``) as a serialised ONNX model (opset ``ONNX_OPSET``),
+    converted by paddle2onnx in this process. ``DeviceError`` when paddle2onnx is missing or cannot convert it."""
     paddle2onnx, _ = onnx_modules()
-    with tempfile.TemporaryDirectory(prefix="uninext-onnx-") as folder:
-        prefix = export_model(model, folder, image_size)
-        try:
-            # save_file=None: the bytes come back, without paddle2onnx's optional Polygraphy pass (which sets
-            # POLYGRAPHY_AUTOINSTALL_DEPS=1 in os.environ and may pip-install packages); ONNX Runtime folds the
-            # constants itself when it loads the model.
-            log = io.StringIO()
-            with native_output_silenced(), contextlib.redirect_stdout(log):
-                blob = paddle2onnx.export(f"{prefix}.json", f"{prefix}.pdiparams", save_file=None,
-                                          opset_version=ONNX_OPSET)
-        except (Exception, SystemExit) as err:  # paddle2onnx prints "[ERROR]\t<cause>" in colour, then sys.exit(-1)
-            causes = [line.partition("[ERROR]")[2].replace("\033[0m", "").strip()
-                      for line in log.getvalue().splitlines() if "[ERROR]" in line]
-            raise DeviceError(f"paddle2onnx {paddle2onnx.__version__} cannot convert the model "
-                              f"({next(filter(None, causes), f'{type(err).__name__}: {err}')})") from err
+    try:
+        # save_file=None: the bytes come back, without paddle2onnx's optional Polygraphy pass (which sets
+        # POLYGRAPHY_AUTOINSTALL_DEPS=1 in os.environ and may pip-install packages); ONNX Runtime folds the
+        # constants itself when it loads the model.
+        log = io.StringIO()
+        with native_output_silenced(), contextlib.redirect_stdout(log):
+            blob = paddle2onnx.export(f"{prefix}.json", f"{prefix}.pdiparams", save_file=None,
+                                      opset_version=ONNX_OPSET)
+    except (Exception, SystemExit) as err:  # paddle2onnx prints "[ERROR]\t<cause>" in colour, then sys.exit(-1)
+        causes = [line.partition("[ERROR]")[2].replace("\033[0m", "").strip()
+                  for line in log.getvalue().splitlines() if "[ERROR]" in line]
+        raise DeviceError(f"paddle2onnx {paddle2onnx.__version__} cannot convert the model "
+                          f"({next(filter(None, causes), f'{type(err).__name__}: {err}')})") from err
     if not isinstance(blob, bytes) or not blob:
         raise DeviceError(f"paddle2onnx {paddle2onnx.__version__} returned no ONNX model")
     return blob
+
+
+def onnx_model_bytes(model: paddle.nn.Layer, image_size: int) -> bytes:
+    """``model`` as a serialised ONNX model for [any batch, 3, ``image_size``, ``image_size``] float32 inputs:
+    exported with ``export_model`` to a temporary folder and converted (``onnx_program_bytes``)."""
+    with tempfile.TemporaryDirectory(prefix="uninext-onnx-") as folder:
+        return onnx_program_bytes(export_model(model, folder, image_size))
 
 
 def export_onnx(model: paddle.nn.Layer, folder: str, image_size: int) -> str:

@@ -1,39 +1,45 @@
-"""Faster CPU formulations of UniNeXt's small-map convs and of the bias gradients, chosen by device in one place
-(``use_fastpath``), and conv biases added channels-last.
+"""The CPU formulations of UniNeXt's ops, chosen once per model: ``install(model, cpu)`` when it is built for (or
+moved to) a device, never per call.
 
-At 32x32 input the stages run on 8x8, 4x4, 2x2 and 1x1 maps, where Paddle's CPU convs run one tiny GEMM per
-image (and per channel for depthwise convs) and their fixed costs dominate:
+On the CPU, Paddle 3.3.1's eager kernels have fixed costs and single-threaded passes that dominate UniNeXt at small
+maps (at 32x32 input its stages run on 8x8, 4x4, 2x2 and 1x1 maps), so ``install`` gives the model:
 
-- ``small_map_dwconv``: ``depthwise3x3`` runs a 3x3/stride-1/pad-1 depthwise conv on a small map
-  (``matmul_form``) as one batched matmul with a per-channel [tokens, tokens] matrix built from the 3x3
-  weights, in the token layout (so the token<->image transposes disappear too). Every block runs three.
-- ``small_map_conv``: ``conv_channels_last`` runs a dense conv of a small map (the Merge_Blocks of stages 2-4)
-  as one GEMM over the whole batch (``_conv_as_matmul``).
-- ``bias_grad_matmul``: ``add_bias`` (every Linear through ``linear``, every conv bias) sums the bias gradient
-  over the rows with a matmul instead of Paddle's slow reduction over the leading axes.
+- ``bias_grad_matmul``: every ``nn.Linear`` with a bias computes ``x @ W`` plus the bias broadcast as a matmul
+  (``add_bias``), whose backward sums the bias gradient by a matmul instead of Paddle's slow reduction;
+- ``cpp_kernels``: every ``nn.LayerNorm`` over one axis and exact ``nn.GELU`` runs the C++ kernels of
+  ``kernels.py`` (one multi-threaded pass forward and backward), where they are built;
+- ``small_map_dwconv``: ``depthwise3x3`` runs a 3x3 depthwise conv of a small map as one batched matmul with a
+  per-channel [tokens, tokens] matrix, in the token layout (``matmul_form``);
+- ``small_map_conv``: ``conv_channels_last`` runs a dense conv of a small map (the Merge_Blocks of stages 2-4) as
+  one GEMM over the whole batch, and adds conv biases channels-last (Paddle's NCHW bias broadcast is element by
+  element on the CPU).
 
-Each is the same products summed in another order at most (float rounding; tests/test_fastpath.py). On other
-devices (GPU: cuDNN and fast reductions) and on larger maps Paddle's ops run unchanged. Measurements:
-BENCHMARKS.md, "Why the fast paths exist" and "Training step vs PyTorch".
+Each computes the same products, summed in another order at most (float rounding; tests/test_fastpath.py). The
+Linear, LayerNorm and GELU formulations replace those layers' ``forward``: the layers keep their Paddle types and
+are still called as layers, so ``paddle.summary``, ``paddle.flops`` and forward hooks see them as Paddle's. The
+convs' formulations live in the two functions the model calls (they take tokens, or give channels-last maps); a
+conv that forward hooks watch is called as a layer there. ``install(model, cpu=False)`` (other devices, and the
+exported program) leaves Paddle's own ops everywhere. Measurements: BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+import types
+from collections.abc import Iterable
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["FASTPATHS", "use_fastpath", "disabled", "depthwise3x3", "conv_channels_last", "linear", "add_bias",
-           "watched", "matmul_form", "SMALL_MAP_TOKENS", "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH",
-           "SMALL_CONV_TOKENS"]
+from . import kernels
 
-# The fast paths by name; ``disabled`` switches them off (the benchmark measures each one's gain this way).
-FASTPATHS: dict[str, bool] = {"small_map_dwconv": True, "small_map_conv": True, "bias_grad_matmul": True}
+__all__ = ["FORMULATIONS", "install", "depthwise3x3", "conv_channels_last", "add_bias", "watched", "matmul_form",
+           "SMALL_MAP_TOKENS", "MEDIUM_MAP_TOKENS", "MEDIUM_MAP_MIN_BATCH", "SMALL_CONV_TOKENS"]
+
+FORMULATIONS = ("bias_grad_matmul", "cpp_kernels", "small_map_dwconv", "small_map_conv")
+_CONV_FORMULATIONS = "cpu_formulations"  # the attribute ``install`` sets on convs: the formulations they take
 
 # Which maps ``depthwise3x3`` runs as a matmul: up to SMALL_MAP_TOKENS tokens always, up to MEDIUM_MAP_TOKENS
 # from a batch of MEDIUM_MAP_MIN_BATCH. The [C, N, N] @ [C, N, batch] product does N times the conv's
@@ -46,30 +52,60 @@ MEDIUM_MAP_MIN_BATCH = 2
 SMALL_CONV_TOKENS = 64
 
 
-def use_fastpath(name: str, x: paddle.Tensor) -> bool:
-    """The one place that decides: fast path ``name`` is used for ``x`` only on CPU and when enabled.
+def install(model: nn.Layer, cpu: bool, disabled: Iterable[str] = ()) -> list[str]:
+    """Give ``model``'s layers the CPU formulations (``cpu``), all but the ``disabled`` ones, or Paddle's own ops
+    (``cpu=False``: other devices, export). Returns the formulations installed. Idempotent: installing again
+    replaces what was there."""
+    chosen = [name for name in FORMULATIONS if cpu and name not in set(disabled)]
+    if "cpp_kernels" in chosen and not kernels.available():
+        chosen.remove("cpp_kernels")
+    for layer in model.sublayers(include_self=True):
+        layer.__dict__.pop("forward", None)  # back to the class's forward
+        if isinstance(layer, nn.Linear) and "bias_grad_matmul" in chosen and layer.bias is not None:
+            layer.forward = types.MethodType(_linear_forward, layer)
+        elif isinstance(layer, nn.LayerNorm) and "cpp_kernels" in chosen and _one_axis(layer):
+            layer.forward = types.MethodType(_layer_norm_forward, layer)
+        elif isinstance(layer, nn.GELU) and "cpp_kernels" in chosen and not layer._approximate:
+            layer.forward = types.MethodType(_gelu_forward, layer)
+        elif isinstance(layer, nn.Conv2D):
+            setattr(layer, _CONV_FORMULATIONS, frozenset(chosen))
+    return chosen
 
-    In dynamic mode the tensor's own place decides; while tracing (``paddle.jit.to_static``) a tensor has
-    no place yet, so the current device does.
-    """
-    if not FASTPATHS[name]:
-        return False
-    if paddle.in_dynamic_mode():
-        return x.place.is_cpu_place()
-    return paddle.device.get_device() == "cpu"
+
+def _one_axis(norm: nn.LayerNorm) -> bool:
+    return len(norm._normalized_shape) == 1 and norm.weight is not None and norm.bias is not None
 
 
-@contextmanager
-def disabled(*names: str) -> Iterator[None]:
-    """Switch off the named fast paths (all when none are named) inside the ``with`` block."""
-    names = names or tuple(FASTPATHS)
-    saved = {n: FASTPATHS[n] for n in names}
-    try:
-        for n in names:
-            FASTPATHS[n] = False
-        yield
-    finally:
-        FASTPATHS.update(saved)
+def _kernel_applies(x: paddle.Tensor) -> bool:
+    """The C++ kernels take float32 tensors in dynamic mode (a half-precision or traced call takes Paddle's)."""
+    return x.dtype == paddle.float32 and paddle.in_dynamic_mode()
+
+
+def _linear_forward(self: nn.Linear, x: paddle.Tensor) -> paddle.Tensor:
+    """``nn.Linear`` with ``bias_grad_matmul``: the same numbers, bitwise (Paddle's Linear is this matmul plus this
+    add); the bias broadcast by a matmul where a gradient flows to it (``add_bias``)."""
+    if not (_bias_gets_a_gradient(self.bias) and x.place.is_cpu_place()):
+        return F.linear(x, self.weight, self.bias)
+    return add_bias(paddle.matmul(x, self.weight), self.bias)
+
+
+def _layer_norm_forward(self: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
+    if not _kernel_applies(x):
+        return nn.LayerNorm.forward(self, x)
+    return kernels.layer_norm(x, self.weight, self.bias, self._epsilon)
+
+
+def _gelu_forward(self: nn.GELU, x: paddle.Tensor) -> paddle.Tensor:
+    return kernels.gelu(x) if _kernel_applies(x) else nn.GELU.forward(self, x)
+
+
+def _conv_takes(conv: nn.Conv2D, formulation: str) -> bool:
+    return formulation in getattr(conv, _CONV_FORMULATIONS, ()) and not watched(conv)
+
+
+def _transposed(conv: nn.Conv2D, x: paddle.Tensor, perm: list[int]) -> paddle.Tensor:
+    """``x.transpose(perm)``, by the C++ kernel (on the math library's threads) in ``conv``'s formulations."""
+    return kernels.transpose(x, perm) if _conv_takes(conv, "cpp_kernels") and _kernel_applies(x) else x.transpose(perm)
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,48 +125,47 @@ def _tap_matrix(H: int, W: int) -> np.ndarray:
 
 def watched(layer: nn.Layer) -> bool:
     """Whether forward hooks watch ``layer`` (``paddle.summary`` and ``paddle.flops`` count layers this way, and so
-    may users): then the formulations here, which use its weights without calling it, step aside."""
+    may users): then the conv formulations, which use its weights without calling it, step aside."""
     return bool(layer._forward_pre_hooks or layer._forward_post_hooks)
 
 
 def matmul_form(H: int, W: int, batch: int) -> bool:
-    """Whether ``depthwise3x3`` computes an H x W map of ``batch`` images (-1: unknown, while tracing) as a
-    matmul on the CPU (see the thresholds above)."""
+    """Whether ``depthwise3x3`` computes an H x W map of ``batch`` images as a matmul (``small_map_dwconv``; see
+    the thresholds above)."""
     return H * W <= SMALL_MAP_TOKENS or (H * W <= MEDIUM_MAP_TOKENS and batch >= MEDIUM_MAP_MIN_BATCH)
 
 
 def depthwise3x3(conv: nn.Conv2D, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
     """``conv`` (3x3, stride 1, padding 1, groups = channels) applied to tokens: [B, H*W, C] -> [B, H*W, C].
 
-    Small maps on CPU: per channel c, an [N, N] matrix M_c whose row n holds the weights of the taps through
-    which output token n reads each input token (zeros elsewhere), so out_c = M_c @ x_c + b_c: one batched
-    matmul over the channels instead of Paddle's per-channel depthwise kernel, whose fixed cost dominates
-    on small maps. M is the [C, 9] weights times a constant one-hot [9, N*N] tap matrix, a matmul whose
-    backward is a matmul too (an index_select's backward, the first version, took 66 ms on 8x8 maps at
-    C=256). The same products as the conv, plus exact zeros; on 1x1 and 2x2 maps the output is bitwise the
-    kernel's, elsewhere and in the gradients the sums may differ in order (float rounding;
-    tests/test_fastpath.py). Otherwise: Paddle's conv in NCHW.
+    ``small_map_dwconv`` on small maps: per channel c, an [N, N] matrix M_c whose row n holds the weights of the
+    taps through which output token n reads each input token (zeros elsewhere), so out_c = M_c @ x_c + b_c: one
+    batched matmul over the channels instead of Paddle's per-channel depthwise kernel, whose fixed cost dominates
+    on small maps. M is the [C, 9] weights times a constant one-hot [9, N*N] tap matrix, a matmul whose backward
+    is a matmul too. The same products as the conv, plus exact zeros; on 1x1 and 2x2 maps the output is bitwise
+    the kernel's, elsewhere and in the gradients the sums may differ in order (float rounding). Otherwise:
+    Paddle's conv in NCHW.
     """
     C = x.shape[-1]
-    if matmul_form(H, W, x.shape[0]) and use_fastpath("small_map_dwconv", x) and not watched(conv):
+    if _conv_takes(conv, "small_map_dwconv") and matmul_form(H, W, x.shape[0]):
         N = H * W
         taps = paddle.to_tensor(_tap_matrix(H, W), dtype=conv.weight.dtype, place=x.place)
         mixing = paddle.matmul(conv.weight.reshape([C, 9]), taps).reshape([C, N, N])
-        out = paddle.matmul(mixing, x.transpose([2, 1, 0])).transpose([2, 1, 0])  # [C, N, B] -> [B, N, C]
+        out = _transposed(conv, paddle.matmul(mixing, _transposed(conv, x, [2, 1, 0])), [2, 1, 0])  # [B, N, C]
         return out if conv.bias is None else add_bias(out, conv.bias)
-    image = x.transpose([0, 2, 1]).reshape([-1, C, H, W])
+    image = x.reshape([-1, H, W, C]).transpose([0, 3, 1, 2])  # [B, H*W, C] -> [B, C, H, W]
     return conv_channels_last(conv, image).reshape([-1, H * W, C])
 
 
 def conv_channels_last(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
-    """``conv`` (NCHW, zero padding) on ``image``, returned channels-last [B, H', W', C'] with the bias added in
-    that layout, because Paddle adds a conv's bias as a [1, C, 1, 1] broadcast over NCHW, which its CPU kernel
-    does element by element, about 10x slower than over the last axis. Used on every device: the transposed
-    layout is what the model consumes next anyway. Otherwise the numbers are bitwise those of ``conv(image)``,
-    transposed, except for small input maps on the CPU (``small_map_conv``): there the conv is one GEMM over
-    the whole batch (``_conv_as_matmul``), the same sums in another order. A ``watched`` layer is called as a
-    layer instead, so its hooks see the call."""
-    if watched(conv):
+    """``conv`` (NCHW, zero padding) on ``image``, returned channels-last [B, H', W', C'].
+
+    ``small_map_conv``: the bias is added in that layout (Paddle adds a conv's bias as a [1, C, 1, 1] broadcast
+    over NCHW, which its CPU kernel does element by element, about 10x slower than over the last axis), and a
+    dense conv of a small input map is one GEMM over the whole batch (``_conv_as_matmul``), the same sums in
+    another order. Otherwise, and for a ``watched`` conv: ``conv(image)``, transposed.
+    """
+    if not _conv_takes(conv, "small_map_conv"):
         return conv(image).transpose([0, 2, 3, 1])
     if _conv_as_matmul_applies(conv, image):
         out = _conv_as_matmul(conv, image)
@@ -145,8 +180,7 @@ def _conv_as_matmul_applies(conv: nn.Conv2D, image: paddle.Tensor) -> bool:
     dilation 1, explicit symmetric zero padding) conv of an input map of at most SMALL_CONV_TOKENS tokens."""
     return (image.shape[2] * image.shape[3] <= SMALL_CONV_TOKENS and conv._groups == 1
             and list(conv._dilation) == [1, 1] and conv._padding_mode == "zeros"
-            and getattr(conv, "_padding_algorithm", "EXPLICIT") == "EXPLICIT" and len(conv._updated_padding) == 2
-            and use_fastpath("small_map_conv", image))
+            and getattr(conv, "_padding_algorithm", "EXPLICIT") == "EXPLICIT" and len(conv._updated_padding) == 2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,8 +204,8 @@ def _gather_matrix(H: int, W: int, kernel: tuple[int, int], stride: tuple[int, i
 def _conv_as_matmul(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
     """``conv`` without its bias on a small map, [B, Cin, H, W] -> [B, H', W', Cout]: im2col as a matmul with
     the constant one-hot ``_gather_matrix`` (exact: each entry is one input value), then one
-    [B*L, Cin*K] @ [Cin*K, Cout] GEMM. Paddle's CPU conv runs one GEMM per image instead, a matrix-vector
-    product on a 2x2 map: 50 ms forward and backward for merge3 at 32x32 and batch 64, 4 ms this way."""
+    [B*L, Cin*K] @ [Cin*K, Cout] GEMM, where Paddle's CPU conv runs one GEMM per image (a matrix-vector product
+    on a 2x2 map)."""
     _, Cin, H, W = image.shape
     Cout, _, kh, kw = conv.weight.shape
     stride, padding = tuple(conv._stride), tuple(conv._updated_padding)
@@ -185,32 +219,19 @@ def _conv_as_matmul(conv: nn.Conv2D, image: paddle.Tensor) -> paddle.Tensor:
     return out.reshape([-1, Ho, Wo, Cout])
 
 
-def linear(layer: nn.Linear, x: paddle.Tensor) -> paddle.Tensor:
-    """``layer(x)`` for an ``nn.Linear``: [..., in] -> [..., out]. Where ``add_bias`` sums the bias gradient by a
-    matmul, it is that matmul plus ``add_bias`` (the same numbers, bitwise: Paddle's Linear is this matmul plus
-    this add); otherwise, and for a ``watched`` layer, the layer itself (on the GPU, Paddle's fused Linear)."""
-    if layer.bias is None or watched(layer) or not _bias_grad_by_matmul(x, layer.bias):
-        return layer(x)
-    return add_bias(paddle.matmul(x, layer.weight), layer.bias)
-
-
 def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     """``x + bias`` for a bias [C] over the last axis of x [..., C]; the same numbers, bitwise.
 
-    Where a gradient flows to the bias on the CPU (``bias_grad_matmul``), the bias is broadcast as the matmul
-    ones [R, 1] @ bias [1, C] (R = the rows of x; exact: 1 * b), whose backward sums the rows' gradients as the
-    matmul ones^T @ grad, not by Paddle's reduction over the leading axis, which its CPU kernel runs about 5x
-    slower (an add of [64, 64, 256] forward and backward: 10 ms, 2 ms this way): the same sum in another order
-    (float rounding). Elsewhere (GPU, no gradient, tracing): the plain add.
+    Where a gradient flows to the bias, it is broadcast as the matmul ones [R, 1] @ bias [1, C] (R = the rows of
+    x; exact: 1 * b), whose backward sums the rows' gradients as the matmul ones^T @ grad, not by Paddle's
+    reduction over the leading axis, which its CPU kernel runs about 5x slower: the same sum in another order
+    (float rounding). Otherwise the plain add.
     """
-    if not _bias_grad_by_matmul(x, bias):
+    if not _bias_gets_a_gradient(bias):
         return x + bias
     rows = paddle.ones([math.prod(x.shape[:-1]), 1], x.dtype)
     return x + paddle.matmul(rows, bias.reshape([1, -1])).reshape(x.shape)
 
 
-def _bias_grad_by_matmul(x: paddle.Tensor, bias: paddle.Tensor) -> bool:
-    """Whether ``add_bias`` broadcasts ``bias`` over ``x`` by a matmul: a gradient will flow to the bias, in
-    dynamic mode, on the CPU."""
-    return (not bias.stop_gradient and paddle.is_grad_enabled() and paddle.in_dynamic_mode()
-            and use_fastpath("bias_grad_matmul", x))
+def _bias_gets_a_gradient(bias: paddle.Tensor) -> bool:
+    return not bias.stop_gradient and paddle.is_grad_enabled() and paddle.in_dynamic_mode()

@@ -20,8 +20,8 @@ is and splits it (the notebook passed a stacked [3, B, N, C] tensor), q, k and v
 rows were cropped away; the padded zero keys enter each softmax as one logit, ``_is_one_padded_window``),
 reshapes keep the batch dimension as ``-1`` (so ``paddle.jit.to_static`` can export the model with a dynamic
 batch), the map sizes are the convolutions' real output sizes (``stage_sizes``) rather than ``H // 2**k``, and
-on CPU the small-map convs, the Linears and the conv biases take the faster formulations of ``fastpath.py``
-(same sums; the GPU keeps Paddle's own ops).
+a model built on (or moved to) the CPU takes the faster formulations of ``fastpath.py`` for its Linears,
+LayerNorms, GELUs and small-map convs (same sums to float rounding; other devices keep Paddle's own ops).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from paddle import nn
 
 from .droppath import DropPath
 from .errors import ConfigError
-from .fastpath import conv_channels_last, depthwise3x3, linear
+from . import fastpath
+from .fastpath import conv_channels_last, depthwise3x3
 
 __all__ = [
     "Mlp", "DilatedAttention", "UnifiedBlock", "Merge_Block", "UniNeXt", "UniNeXt_T", "UniNeXt_S", "UniNeXt_B",
@@ -147,7 +148,7 @@ def _unwindow(x: paddle.Tensor, H: int, W: int, Hp: int, Wp: int, ws: int) -> pa
 
 def _tokens_to_image(x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
     """[B, H*W, C] -> [B, C, H, W]."""
-    return x.transpose([0, 2, 1]).reshape([-1, x.shape[-1], H, W])
+    return x.reshape([-1, H, W, x.shape[-1]]).transpose([0, 3, 1, 2])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,9 +178,9 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
-        x = self.drop(self.act(linear(self.fc1, x)))  # [B, H*W, hidden]
+        x = self.drop(self.act(self.fc1(x)))  # [B, H*W, hidden]
         x = x + self.norm_act(depthwise3x3(self.dwconv, x, H, W))
-        return self.drop(linear(self.fc2, x))
+        return self.drop(self.fc2(x))
 
 
 class DilatedAttention(nn.Layer):
@@ -227,7 +228,7 @@ class DilatedAttention(nn.Layer):
             attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B*G, heads, ws*ws, ws*ws]
             attn = self.attn_drop(F.softmax(attn, axis=-1))
             x = _unwindow(attn @ v, H, W, H + pad_bottom, W + pad_right, ws)
-        return linear(self.proj, x + lepe)
+        return self.proj(x + lepe)
 
     def _one_window_attention(self, q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor,
                               padded: int) -> paddle.Tensor:
@@ -279,7 +280,7 @@ class UnifiedBlock(nn.Layer):
 
     def forward(self, x: paddle.Tensor, H: int, W: int) -> paddle.Tensor:
         """x: [B, H*W, dim] -> [B, H*W, dim]."""
-        x = x + self.drop_path(self.attns(linear(self.qkv, self.norm1(x)), H, W))
+        x = x + self.drop_path(self.attns(self.qkv(self.norm1(x)), H, W))
         x = x + self.drop_path(self.mlp(self.norm2(x), H, W))
         return x + depthwise3x3(self.cpe, x, H, W)
 
@@ -380,6 +381,13 @@ class UniNeXt(nn.Layer):
         self.head = nn.Linear(curr_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.num_features = curr_dim  # the pooled features' width (the notebook's stays embed_dim)
         self.apply(self._init_weights)
+        self.cpu_formulations = fastpath.install(self, cpu=_on_cpu(self))  # decided once, for this device
+
+    def to(self, device: Any = None, dtype: Any = None, blocking: bool | None = None) -> UniNeXt:
+        """``nn.Layer.to``, choosing the formulations of ``fastpath`` again for the device the weights are on."""
+        super().to(device=device, dtype=dtype, blocking=blocking)
+        self.cpu_formulations = fastpath.install(self, cpu=_on_cpu(self))
+        return self
 
     def _init_weights(self, m: nn.Layer) -> None:
         """The notebook's init of one layer: Linear truncated normal, Conv2D Kaiming, norms ones/zeros."""
@@ -429,6 +437,12 @@ class UniNeXt(nn.Layer):
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.head.apply(self._init_weights)
+        self.cpu_formulations = fastpath.install(self, cpu=_on_cpu(self))
+
+
+def _on_cpu(model: nn.Layer) -> bool:
+    """Whether ``model``'s weights are on the CPU."""
+    return next(iter(model.parameters())).place.is_cpu_place()
 
 
 def create_model(variant: str, num_classes: int = 10, **kwargs: Any) -> UniNeXt:

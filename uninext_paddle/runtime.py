@@ -19,14 +19,15 @@ fast paths exist" and "Training step vs PyTorch"):
   model's window transposes have at most 5). Views then no longer share memory with their source, which
   nothing here relies on.
 - **One math thread.** Paddle runs its math library (MKL, through Intel's OpenMP) on one thread unless told
-  otherwise; PyTorch takes every core. ``math_threads`` picks the CPUs this process may use, shared among the
-  training processes of this machine (or ``OMP_NUM_THREADS`` when the user set it), and OpenMP's idle threads
-  wait 1 ms (``KMP_BLOCKTIME=1``) rather than its default 200 ms spinning: on a machine whose cores other
-  processes also use (data loader workers, other jobs), spinning threads steal the time the working ones need,
-  which made a 2-thread step 3x slower than a 1-thread one here.
+  otherwise: importing Paddle sets ``OMP_NUM_THREADS=1`` when it is unset. PyTorch takes every core.
+  ``math_threads`` picks the CPUs this process may use, shared among the training processes of this machine, or
+  the user's own ``OMP_NUM_THREADS``, which the scripts read before they import Paddle (``import paddle`` would
+  hide it). OpenMP's idle threads wait 1 ms (``KMP_BLOCKTIME=1``) rather than its default 200 ms spinning: on a
+  machine whose cores other processes also use (data loader workers, other jobs), spinning threads steal the
+  time the working ones need.
 
 Different GEMM kernels and thread counts sum in another order: logits move by float rounding (~1e-7), no more.
-The scripts apply these on the CPU (``tune_cpu_runtime()`` after selecting the device); set
+The scripts apply these on the CPU (``tune_cpu_runtime(...)`` after selecting the device); set
 ``UNINEXT_CPU_TUNING=0`` to run Paddle as is.
 """
 from __future__ import annotations
@@ -71,23 +72,29 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
 
 
-def math_threads(environ: dict[str, str] | os._Environ, usable_cpus: int) -> int:
-    """How many threads Paddle's math library should use: ``OMP_NUM_THREADS`` when set, else the ``usable_cpus``
-    (those this process may run on) divided among the training processes of this machine
-    (``PADDLE_LOCAL_SIZE``, set by ``paddle.distributed.launch``); at least 1."""
-    for name, divide in (("OMP_NUM_THREADS", False), ("PADDLE_LOCAL_SIZE", True)):
-        try:
-            value = int(environ.get(name, ""))
-        except ValueError:
-            continue
-        if value > 0:
-            return max(1, usable_cpus // value) if divide else value
-    return max(1, usable_cpus)
+def math_threads(user_omp_threads: str | None, environ: dict[str, str] | os._Environ, usable_cpus: int) -> int:
+    """How many threads Paddle's math library should use: the user's ``OMP_NUM_THREADS`` (``user_omp_threads``,
+    read before Paddle was imported) when it is a positive number, else the ``usable_cpus`` (those this process
+    may run on) divided among the training processes of this machine (``PADDLE_LOCAL_SIZE``, set by
+    ``paddle.distributed.launch``); at least 1. The launcher's processes inherit the launcher's own
+    ``OMP_NUM_THREADS=1`` (its import of Paddle set it), so under the launcher 1 counts as unset."""
+    try:
+        local_size = max(1, int(environ.get("PADDLE_LOCAL_SIZE", "1")))
+    except ValueError:
+        local_size = 1
+    try:
+        wanted = int(user_omp_threads or "")
+    except ValueError:
+        wanted = 0
+    if wanted > 1 or (wanted == 1 and "PADDLE_LOCAL_SIZE" not in environ):
+        return wanted
+    return max(1, usable_cpus // local_size)
 
 
-def tune_cpu_runtime() -> list[str]:
+def tune_cpu_runtime(user_omp_threads: str | None) -> list[str]:
     """Apply the settings above unless ``UNINEXT_CPU_TUNING=0``; return what was applied (for the log).
 
+    ``user_omp_threads``: the ``OMP_NUM_THREADS`` the user set, read before Paddle was imported (None: unset).
     Call before the first matmul of the process (the scripts do, after selecting the device); later, the MKL
     and OpenMP waiting settings no longer take effect (harmless) and the others still do.
     """
@@ -106,10 +113,11 @@ def tune_cpu_runtime() -> list[str]:
         applied.append("glibc malloc keeps freed memory (no mmap, no trim)")
     paddle.set_flags({"FLAGS_use_stride_kernel": False})
     applied.append("transposes copy at once (FLAGS_use_stride_kernel=False)")
-    threads = math_threads(os.environ, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                           else os.cpu_count() or 1)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = math_threads(user_omp_threads, os.environ, usable)
     if threads > 1:
-        os.environ.setdefault("KMP_BLOCKTIME", "1")  # read when OpenMP starts its threads, at the first GEMM
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read when OpenMP starts, at the first GEMM
+        os.environ.setdefault("KMP_BLOCKTIME", "1")
         paddle.base.core.set_num_threads(threads)
         applied.append(f"{threads} math threads (KMP_BLOCKTIME={os.environ['KMP_BLOCKTIME']})")
     return applied
