@@ -46,10 +46,10 @@ from uninext_paddle.engine import evaluate
 from uninext_paddle.export import check_export, check_onnx_export, export_model, export_onnx, onnx_modules
 from uninext_paddle.fileio import atomic_write_json
 from uninext_paddle.image_data import CIFAR10, collect_image_files, data_kind
-from uninext_paddle.loader import make_loader
+from uninext_paddle.loader import BatchLoader, make_loader
 from uninext_paddle.plots import plot_confusion_matrix, save_figure
 from uninext_paddle.predict import check_class_names, image_files_dataset, predict_probabilities, top_k
-from uninext_paddle.throughput import model_throughput, notebook_loop
+from uninext_paddle.throughput import LoopTiming, model_throughput, notebook_loop
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -116,9 +116,9 @@ def write_json(report: dict, path: str | None) -> None:
         print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
-    check_args(args)
+def check_outputs(args: argparse.Namespace) -> list[str] | None:
+    """Everything that can fail fast, before the model runs: the output places can be written, the ONNX packages
+    are there for --export-onnx, every --images file is an image. Returns those files (None without --images)."""
     for flag, path in (("--json", args.json), ("--confusion", args.confusion)):
         if path is not None:
             check_writable(os.path.dirname(os.path.abspath(path)), flag)
@@ -128,102 +128,128 @@ def main(argv: list[str] | None = None) -> None:
         check_writable(args.export_onnx, "--export-onnx")
         with about("--export-onnx"):
             onnx_modules()  # paddle2onnx and onnxruntime are installed: known before the long passes
-    if args.images is not None:
-        with about("--images"):
-            files = collect_image_files(args.images)  # each one checked to be an image, before any work
+    if args.images is None:
+        return None
+    with about("--images"):
+        return collect_image_files(args.images)  # each one checked to be an image, before any work
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    check_args(args)
+    files = check_outputs(args)
 
     # ------------------------------------------------------------------------------------------------------
     # setup: device (and on the CPU this process's settings), model and its class names, data, backend
     start = select_device_and_tune(args.device, USER_OMP_NUM_THREADS)
     start.report()
-    device = start.device
     with about("--amp"):
-        amp_context(args.amp, device)  # rejects --amp fp16/bf16 where it cannot run, before any work
+        amp_context(args.amp, start.device)  # rejects --amp fp16/bf16 where it cannot run, before any work
     with about("--ckpt"):
         model, variant = load_model(args.ckpt, args.variant)
         names = load_class_names(args.ckpt, int(model.num_classes))
-    num_classes = len(names)
-    if args.images is None:
+    if files is None:
         with about("--data"):
             dataset, data_names = load_val_split(args.data, args.image_size)
         with about("--ckpt"):
             check_class_names(args.ckpt, names, args.data, data_names)
     with about("--backend"):
-        runner, backend = select_backend(model, args.backend, device, args.image_size)
-    if args.images is not None:
-        write_json(predict_files(args, files, runner, variant, names, device, backend), args.json)
+        runner, backend = select_backend(model, args.backend, start.device, args.image_size)
+    if files is not None:
+        write_json(predict_files(args, files, runner, variant, names, start.device, backend), args.json)
         return
-    cifar = data_kind(args.data) == CIFAR10
-    loader = make_loader(dataset, args.batch_size, args.num_workers)
-    progress = progress_wanted(args.progress)
-
-    # ------------------------------------------------------------------------------------------------------
-    # the notebook's validation pass (accuracy, loss, per class); untimed: its loss and metrics are not the
-    # notebook's timed loop
-    with about("--data"):  # an unreadable image, a data loader worker that died: one line
-        stats = evaluate(runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=device,
-                         num_classes=num_classes, progress=progress)
-        # the notebook's throughput: its bare loop over the test loader, timed on its own
-        loop = notebook_loop(runner, loader, args.amp, device, progress)
-        images = next(iter(loader))[0]
-    confusion = np.asarray(stats["confusion"])
-
-    # model-only: the forward pass on one device-resident batch, repeated
-    forward_throughput = model_throughput(runner, images, device, args.amp, args.warmup_batches, args.timed_batches)
-
-    per_class = {name: {"correct": c, "total": t, "acc": c / t if t else None}
-                 for name, c, t in zip(names, stats["per_class_correct"], stats["per_class_total"])}
-    split = "CIFAR-10 test" if cifar else f"{args.data} val split"
-    print(f"UniNeXt-{variant} from {args.ckpt} on {device}: {split}, {stats['images']} images at "
-          f"{args.image_size}x{args.image_size}, batch {args.batch_size}, amp {args.amp}, backend {backend}")
-    print(f"top-1 accuracy: {stats['top1'] * 100:.2f}% ({stats['correct']}/{stats['total']})")
-    print(f"val acc as the notebook computes it (mean of per-batch accuracies): {stats['acc'] * 100:.2f}%")
-    print(f"val loss as the notebook computes it (label-smoothed CE): {stats['loss']:.4f}")
-    print("per-class accuracy:")
-    width = max(10, *map(len, names))  # CIFAR-10's column as before
-    for name, row in per_class.items():
-        acc = f"{row['acc'] * 100:6.2f}%" if row["total"] else "    n/a"
-        print(f"  {name:<{width}} {acc} ({row['correct']}/{row['total']})")
-    print(loop.notebook_line())
-    print(f"throughput, the notebook's way (its loop over the test loader: forward passes, data loading "
-          f"included): {loop.images_per_s:.1f} images/s ({loop.images} images in {loop.seconds:.2f} s)")
-    print(f"model-only throughput (batch of {images.shape[0]} on {device}, {args.warmup_batches} warm-up + "
-          f"{args.timed_batches} timed): {forward_throughput:.1f} images/s")
-
-    report = {
-        "checkpoint": args.ckpt, "variant": variant, "num_classes": num_classes, "device": device,
-        "amp": args.amp, "backend": backend, "image_size": args.image_size, "batch_size": args.batch_size,
-        "images": stats["images"], "correct": stats["correct"], "top1": stats["top1"],
-        "notebook_val_acc": stats["acc"], "notebook_val_loss": stats["loss"], "per_class": per_class,
-        "data": args.data, "classes": names, "confusion_matrix": confusion.tolist(),  # rows: true, columns: predicted
-        "throughput": {"notebook_line": loop.notebook_line(), "notebook_loop_images_per_s": loop.images_per_s,
-                       "notebook_loop_images": loop.images, "notebook_loop_seconds": loop.seconds,
-                       "model_images_per_s": forward_throughput, "model_batch": int(images.shape[0]),
-                       "warmup_batches": args.warmup_batches, "timed_batches": args.timed_batches},
-    }
-
-    # ------------------------------------------------------------------------------------------------------
-    # exports: a static graph / an ONNX model for any batch size, loaded back and checked against the checkpoint
-    if args.export is not None:
-        with about("--export"):
-            prefix = export_model(model, args.export, args.image_size)
-            max_diff = check_export(prefix, model, images.to(device))
-        print(f"exported to {prefix}.json/.pdiparams; reloaded with paddle.jit.load, same predictions on "
-              f"{images.shape[0]} images (largest logit difference {max_diff:.2e})")
-        report["export"] = {"prefix": prefix, "checked_images": int(images.shape[0]), "max_logit_diff": max_diff}
-    if args.export_onnx is not None:
-        with about("--export-onnx"):
-            path = export_onnx(model, args.export_onnx, args.image_size)
-            max_diff = check_onnx_export(path, model, images.to(device))
-        print(f"exported to {path}; loaded with onnxruntime, same predictions on {images.shape[0]} images "
-              f"(largest logit difference {max_diff:.2e})")
-        report["export_onnx"] = {"path": path, "checked_images": int(images.shape[0]), "max_logit_diff": max_diff}
-
-    if args.confusion is not None:
-        with about("--confusion"):
-            figure = plot_confusion_matrix(confusion, names, title=f"UniNeXt-{variant}, {split}")
-            print(f"wrote {save_figure(figure, args.confusion)}")
+    run = Evaluation(args, model, runner, variant, names, start.device, backend)
+    report = run.figures(make_loader(dataset, args.batch_size, args.num_workers))
+    report.update(run.exports())
+    run.draw_confusion(np.asarray(report["confusion_matrix"]))
     write_json(report, args.json)
+
+
+class Evaluation:
+    """The evaluation of a checkpoint on a data set's val split: the notebook's figures, its throughput, the
+    exports, the confusion matrix."""
+
+    def __init__(self, args: argparse.Namespace, model: paddle.nn.Layer, runner: paddle.nn.Layer, variant: str,
+                 names: list[str], device: str, backend: str) -> None:
+        self.args, self.model, self.runner, self.variant = args, model, runner, variant
+        self.names, self.device, self.backend = names, device, backend
+        self.split = "CIFAR-10 test" if data_kind(args.data) == CIFAR10 else f"{args.data} val split"
+        self.images: paddle.Tensor | None = None  # the loader's first batch: timed, and checked by the exports
+
+    def figures(self, loader: BatchLoader) -> dict:
+        """The notebook's validation pass (accuracy, loss, per class; untimed: its loss and metrics are not the
+        notebook's timed loop), its throughput loop timed on its own, and the model-only throughput: printed, and
+        returned as the JSON report."""
+        args, progress = self.args, progress_wanted(self.args.progress)
+        with about("--data"):  # an unreadable image, a data loader worker that died: one line
+            stats = evaluate(self.runner, loader, LabelSmoothingCrossEntropy(), amp=args.amp, device=self.device,
+                             num_classes=len(self.names), progress=progress)
+            loop = notebook_loop(self.runner, loader, args.amp, self.device, progress)
+            self.images = next(iter(loader))[0]
+        # model-only: the forward pass on one device-resident batch, repeated
+        forward = model_throughput(self.runner, self.images, self.device, args.amp, args.warmup_batches,
+                                   args.timed_batches)
+        per_class = {name: {"correct": c, "total": t, "acc": c / t if t else None}
+                     for name, c, t in zip(self.names, stats["per_class_correct"], stats["per_class_total"])}
+        self.print_figures(stats, per_class, loop, forward)
+        return {
+            "checkpoint": args.ckpt, "variant": self.variant, "num_classes": len(self.names), "device": self.device,
+            "amp": args.amp, "backend": self.backend, "image_size": args.image_size, "batch_size": args.batch_size,
+            "images": stats["images"], "correct": stats["correct"], "top1": stats["top1"],
+            "notebook_val_acc": stats["acc"], "notebook_val_loss": stats["loss"], "per_class": per_class,
+            "data": args.data, "classes": self.names,
+            "confusion_matrix": stats["confusion"],  # rows: true, columns: predicted
+            "throughput": {"notebook_line": loop.notebook_line(), "notebook_loop_images_per_s": loop.images_per_s,
+                           "notebook_loop_images": loop.images, "notebook_loop_seconds": loop.seconds,
+                           "model_images_per_s": forward, "model_batch": int(self.images.shape[0]),
+                           "warmup_batches": args.warmup_batches, "timed_batches": args.timed_batches},
+        }
+
+    def print_figures(self, stats: dict, per_class: dict, loop: LoopTiming, forward: float) -> None:
+        args = self.args
+        print(f"UniNeXt-{self.variant} from {args.ckpt} on {self.device}: {self.split}, {stats['images']} images at "
+              f"{args.image_size}x{args.image_size}, batch {args.batch_size}, amp {args.amp}, backend "
+              f"{self.backend}")
+        print(f"top-1 accuracy: {stats['top1'] * 100:.2f}% ({stats['correct']}/{stats['total']})")
+        print(f"val acc as the notebook computes it (mean of per-batch accuracies): {stats['acc'] * 100:.2f}%")
+        print(f"val loss as the notebook computes it (label-smoothed CE): {stats['loss']:.4f}")
+        print("per-class accuracy:")
+        width = max(10, *map(len, self.names))  # CIFAR-10's column as before
+        for name, row in per_class.items():
+            acc = f"{row['acc'] * 100:6.2f}%" if row["total"] else "    n/a"
+            print(f"  {name:<{width}} {acc} ({row['correct']}/{row['total']})")
+        print(loop.notebook_line())
+        print(f"throughput, the notebook's way (its loop over the test loader: forward passes, data loading "
+              f"included): {loop.images_per_s:.1f} images/s ({loop.images} images in {loop.seconds:.2f} s)")
+        print(f"model-only throughput (batch of {self.images.shape[0]} on {self.device}, {args.warmup_batches} "
+              f"warm-up + {args.timed_batches} timed): {forward:.1f} images/s")
+
+    def exports(self) -> dict:
+        """--export and --export-onnx: a static graph / an ONNX model for any batch size, loaded back and checked
+        against the checkpoint on the first batch; their part of the report."""
+        args, images, report = self.args, self.images.to(self.device), {}
+        checked = int(images.shape[0])
+        for key, flag, folder, write, check, name, written_as in (
+                ("export", "--export", args.export, export_model, check_export, "prefix",
+                 "{}.json/.pdiparams; reloaded with paddle.jit.load"),
+                ("export_onnx", "--export-onnx", args.export_onnx, export_onnx, check_onnx_export, "path",
+                 "{}; loaded with onnxruntime")):
+            if folder is None:
+                continue
+            with about(flag):
+                written = write(self.model, folder, args.image_size)
+                max_diff = check(written, self.model, images)
+            print(f"exported to {written_as.format(written)}, same predictions on {checked} images (largest logit "
+                  f"difference {max_diff:.2e})")
+            report[key] = {name: written, "checked_images": checked, "max_logit_diff": max_diff}
+        return report
+
+    def draw_confusion(self, confusion: np.ndarray) -> None:
+        """--confusion: the confusion matrix, normalised per true class, as a PNG."""
+        if self.args.confusion is not None:
+            with about("--confusion"):
+                figure = plot_confusion_matrix(confusion, self.names, title=f"UniNeXt-{self.variant}, {self.split}")
+                print(f"wrote {save_figure(figure, self.args.confusion)}")
 
 
 if __name__ == "__main__":

@@ -80,17 +80,12 @@ def train_step_fn(model: paddle.nn.Layer, loss_fn: paddle.nn.Layer, x: paddle.Te
     return run
 
 
-def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dict[str, Any]]:
-    """Time every model row for the notebook, the port, and (``ablate``) the port minus each fast path."""
-    paddle.seed(0)
-    notebook = getattr(nb, f"UniNeXt_{variant}")()
-    port = up.create_model(variant)
-    port.set_state_dict(notebook.state_dict())
-    port.eval()
-    # contestant name -> (model, the CPU formulations it goes without)
+def contestants_of(variant: str, notebook: paddle.nn.Layer, port: paddle.nn.Layer,
+                   ablate: bool) -> dict[str, tuple[paddle.nn.Layer, tuple[str, ...]]]:
+    """Contestant name -> (model, the CPU formulations it goes without): the notebook, the port, the compiled
+    backends (compiled per row, for its size) and with ``ablate`` the port without each formulation."""
     contestants: dict[str, tuple[paddle.nn.Layer, tuple[str, ...]]] = {
-        "notebook": (notebook, ()), "port": (port, ()),
-        **{name: (port, ()) for name in COMPILED}}  # compiled per row below, for its size
+        "notebook": (notebook, ()), "port": (port, ()), **{name: (port, ()) for name in COMPILED}}
     if ablate:
         for name in fastpath.FORMULATIONS:
             ablated = up.create_model(variant)
@@ -98,6 +93,17 @@ def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dic
             ablated.eval()
             fastpath.install(ablated, cpu=True, disabled=(name,))
             contestants[f"port, no {name}"] = (ablated, (name,))
+    return contestants
+
+
+def bench_models(variant: str, reps: int, warmup: int, ablate: bool) -> list[dict[str, Any]]:
+    """Time every model row for the notebook, the port, and (``ablate``) the port minus each formulation."""
+    paddle.seed(0)
+    notebook = getattr(nb, f"UniNeXt_{variant}")()
+    port = up.create_model(variant)
+    port.set_state_dict(notebook.state_dict())
+    port.eval()
+    contestants = contestants_of(variant, notebook, port, ablate)
     rows = []
     for row, size, batch, train in MODEL_ROWS:
         x = paddle.randn([batch, 3, size, size])

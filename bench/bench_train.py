@@ -34,6 +34,9 @@ import tempfile
 import time
 from typing import Any
 
+# Importing Paddle (the --ablate listing does, in this process) sets OMP_NUM_THREADS=1 when it is unset, which every
+# contestant's process would inherit: they get the user's own value, read before.
+USER_OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
 BATCH, IMAGE_SIZE, CLASSES = 64, 32, 10
 WEIGHTS, BATCH_FILE = "weights.npz", "batch.npz"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,7 +187,9 @@ def contestants(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
 def run_child(command: list[str], package_root: str) -> dict[str, Any]:
     """One contestant's process, importing ``uninext_paddle`` from ``package_root``; its result is the last line
     it prints (JSON)."""
-    env = {**os.environ, "PYTHONPATH": package_root}
+    env = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, "PYTHONPATH": package_root}
+    if USER_OMP_NUM_THREADS is not None:
+        env["OMP_NUM_THREADS"] = USER_OMP_NUM_THREADS
     done = subprocess.run(command, cwd=package_root, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
