@@ -63,11 +63,15 @@ def test_corrupt_data(tmp_path):
         train.main(["--data", str(bad), "--work-dir", str(tmp_path / "w"), *FAST])
 
 
-def test_unwritable_work_dir(data, tmp_path):
+def test_unwritable_work_dir_or_visualdl_dir(data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     with pytest.raises(UninextError, match="cannot write to --work-dir"):
         train.main(["--data", str(data), "--work-dir", str(blocker / "model"), *FAST])
+    with pytest.raises(UninextError, match=rf"^cannot write to --visualdl {blocker / 'vdl'}: Not a directory$"):
+        train.main(["--data", str(data), "--work-dir", str(tmp_path / "w"), "--visualdl", str(blocker / "vdl"),
+                    *FAST])
+    assert not list((tmp_path / "w").glob("*.pd*"))  # before any training
 
 
 def test_resume_missing_corrupt_foreign_or_of_another_variant(data, tmp_path):
