@@ -5,7 +5,8 @@ and its accuracy is the mean of the per-batch ``paddle.metric.accuracy`` values 
 ``paddle.metric.Accuracy.update(acc)`` + ``accumulate()`` computed on Paddle 2.x; on Paddle 3 that update
 crashes on the 0-d accuracy tensor, so the mean is taken here directly). The exact top-1 (correct / total)
 is reported alongside. In data-parallel runs every sum is reduced over the processes, and the processes agree
-at every step on whether to stop (a signal, or a non-finite loss on any of them) before any of them updates.
+at every step on whether to stop (a signal, or a non-finite loss on any of them) before any of them updates, and
+at every batch on whether any data loader failed (``agreed_batches``).
 """
 from __future__ import annotations
 

@@ -274,6 +274,8 @@ def restore(run: RunState, state: TrainingState, path: str, rank: int = 0) -> tu
         run.best_ema_acc = float(state.extras.get("best_ema_acc", 0.0))
         if run.ema is not None and state.extras.get("ema"):
             run.ema.set_state_dict(state.extras["ema"])
+        elif run.ema is not None:  # an EMA asked for on resuming: it starts from the restored weights
+            run.ema = ModelEma(run.model_without_ddp, run.ema.decay, run.ema.warmup)
         mine = state.rng[rank]
         if run.step.mixer is not None and mine.get("mixing"):
             run.step.mixer.set_state(mine["mixing"])
