@@ -38,7 +38,7 @@ from uninext_paddle.backends import (ORT_MAX_SESSIONS, OnnxRuntimeModel, compile
                                      compile_onnxruntime, probe_difference)
 from uninext_paddle.data import build_test_transforms, load_cifar10  # noqa: E402
 from uninext_paddle.export import onnx_model_bytes, onnxruntime_session  # noqa: E402
-from uninext_paddle.runtime import tune_cpu_runtime  # noqa: E402
+from uninext_paddle.runtime import tune_cpu_runtime, usable_cpus  # noqa: E402
 from uninext_paddle.throughput import notebook_loop  # noqa: E402
 
 LIME_BATCH = 10  # visualize.py's --batch-size default
@@ -49,7 +49,7 @@ def spinning_onnxruntime(model: paddle.nn.Layer, image_size: int) -> paddle.nn.L
     return OnnxRuntimeModel([onnxruntime_session(onnx_model_bytes(model, image_size), 0, spinning=True)])
 
 
-SESSIONS = min(ORT_MAX_SESSIONS, len(os.sched_getaffinity(0)))
+SESSIONS = min(ORT_MAX_SESSIONS, usable_cpus())
 # contestant -> how the port is turned into it for an image size; all but the last are evaluate.py's candidates
 CONTESTANTS: dict[str, Callable[[paddle.nn.Layer, int], paddle.nn.Layer]] = {
     "eager": lambda model, size: model,

@@ -43,7 +43,7 @@ import uninext_paddle as up  # noqa: E402
 from tests.notebook import notebook_model as nb  # noqa: E402  (the notebook's code, the reference)
 from uninext_paddle import fastpath  # noqa: E402
 from uninext_paddle.backends import compile_onednn, compile_onnxruntime  # noqa: E402
-from uninext_paddle.runtime import tune_cpu_runtime  # noqa: E402
+from uninext_paddle.runtime import cpu_field, read_cpuinfo, tune_cpu_runtime  # noqa: E402
 
 RUNTIMES = ("both", "default", "tuned")
 ONEDNN, ONNXRUNTIME = "port, onednn", "port, onnxruntime"
@@ -207,8 +207,7 @@ def print_row(r: dict[str, Any]) -> None:
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     """All rows in this process, under ``args.runtime`` ('default' or 'tuned'); prints the table, returns it."""
     applied = tune_cpu_runtime(USER_OMP_NUM_THREADS) if args.runtime == "tuned" else []
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_field(read_cpuinfo(), "model name") or platform.processor()
     print(f"UniNeXt-{args.variant}, Paddle {paddle.__version__}, {cpu}, {paddle.device.cuda.device_count()} GPUs, "
           f"{datetime.datetime.now():%Y-%m-%d %H:%M}, reps {args.reps}, warm-up {args.warmup}, runtime "
           f"{args.runtime}: {'; '.join(applied) or 'Paddle as is'}")

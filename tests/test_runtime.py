@@ -77,7 +77,7 @@ libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
 mkl, omp = ctypes.CDLL(os.path.join(libs, "libmklml_intel.so")), ctypes.CDLL(os.path.join(libs, "libiomp5.so"))
 print(applied[-1].replace(" ", "_"), mkl.MKL_Get_Max_Threads(), omp.kmp_get_blocktime())
 """
-USABLE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+USABLE_CPUS = runtime.usable_cpus()
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")),

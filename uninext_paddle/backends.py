@@ -16,7 +16,6 @@ not match.
 """
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import paddle
 
 from .errors import ConfigError, DeviceError, UninextError
 from .export import export_model, native_output_silenced, onnx_program_bytes, onnxruntime_session
+from .runtime import usable_cpus
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -51,10 +51,6 @@ ORT_MAX_SESSIONS = 4
 _PROBE_BATCH = 2
 _PROBE_RTOL = 1e-4  # largest logit difference allowed, relative to the largest logit: float rounding, no more
 _TIMED_RUNS = 2  # timed forward passes per candidate (after one untimed), on 2 images per session of the fastest
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class OneDNNModel(paddle.nn.Layer):
@@ -84,7 +80,7 @@ def compile_onednn(model: paddle.nn.Layer, image_size: int, prefix: str | None =
         config.enable_onednn()
         for name in _BROKEN_ONEDNN_PASSES:
             config.delete_pass(name)
-        config.set_cpu_math_library_num_threads(_usable_cpus())
+        config.set_cpu_math_library_num_threads(usable_cpus())
         config.disable_glog_info()
         compiled = OneDNNModel(paddle.inference.create_predictor(config))  # reads the files
         compiled(paddle.zeros([1, 3, image_size, image_size]))
@@ -129,7 +125,7 @@ def compile_onnxruntime(model: paddle.nn.Layer, image_size: int, sessions: int =
     if onnx is None:
         with tempfile.TemporaryDirectory(prefix="uninext-onnx-") as folder:
             onnx = onnx_program_bytes(export_model(model, folder, image_size))
-    threads = 0 if sessions == 1 else max(1, _usable_cpus() // sessions)
+    threads = 0 if sessions == 1 else max(1, usable_cpus() // sessions)
     compiled = OnnxRuntimeModel([onnxruntime_session(onnx, threads, spinning=False) for _ in range(sessions)])
     compiled(paddle.zeros([1, 3, image_size, image_size]))
     return compiled
@@ -181,7 +177,7 @@ class _Candidates:
 
     def of(self, backend: str) -> list[tuple[str, str, Callable[[], paddle.nn.Layer]]]:
         """The candidates of ``backend`` ("auto": all of them)."""
-        layouts = sorted({1, min(ORT_MAX_SESSIONS, _usable_cpus())})
+        layouts = sorted({1, min(ORT_MAX_SESSIONS, usable_cpus())})
         onnxruntime = [("onnxruntime", "ONNX Runtime", lambda n=n: compile_onnxruntime(
             self.model, self.image_size, n, self.onnx())) for n in layouts]
         onednn = [("onednn", "Paddle Inference with oneDNN",
@@ -239,7 +235,7 @@ def select_backend(model: paddle.nn.Layer, backend: str, device: str,
         print(f"note: running the eager model; skipped {'; '.join(f'{n}: {p}' for n, p in skipped.items())}",
               file=sys.stderr)
         return model, "eager"
-    timing_batch = _PROBE_BATCH * min(ORT_MAX_SESSIONS, _usable_cpus())
+    timing_batch = _PROBE_BATCH * min(ORT_MAX_SESSIONS, usable_cpus())
     speeds = [(_images_per_second(compiled, image_size, timing_batch) if len(usable) > 1 else 0.0, name, compiled)
               for name, compiled in usable]
     speeds.sort(key=lambda entry: -entry[0])

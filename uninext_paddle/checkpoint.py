@@ -25,8 +25,8 @@ from .model import VARIANTS, UniNeXt, create_model
 from .safe_load import SAFETENSORS_SUFFIX, load_weights_file, save_safetensors
 
 __all__ = ["BEST_MODEL", "BEST_MODEL_EMA", "BEST_OPTIMIZER", "FINAL_MODEL", "FINAL_OPTIMIZER", "WEIGHTS_FORMATS",
-           "weights_file", "save_weights", "model_state_of", "infer_variant", "check_state_dict", "load_weights",
-           "load_model", "class_names_path", "save_class_names", "load_class_names", "load_backbone"]
+           "weights_file", "save_weights", "is_float_array", "model_state_of", "infer_variant", "check_state_dict",
+           "load_weights", "load_model", "class_names_path", "save_class_names", "load_class_names", "load_backbone"]
 
 # The notebook's file names (written by train.py into its work folder).
 BEST_MODEL, BEST_OPTIMIZER = "best_model.pdparams", "best_optimizer.pdopt"
@@ -53,7 +53,8 @@ def save_weights(state: dict[str, Any], path: str, classes: list[str]) -> None:
         atomic_save(state, path)
 
 
-def _is_float_array(value: Any) -> bool:
+def is_float_array(value: Any) -> bool:
+    """Whether ``value`` is a NumPy array or Paddle tensor of floats (what weights and optimizer states hold)."""
     if isinstance(value, np.ndarray):
         return value.dtype.kind == "f"
     return isinstance(value, paddle.Tensor) and value.is_floating_point()
@@ -67,7 +68,7 @@ def _described(value: Any) -> str:
 
 def _check_float_arrays(state: dict[str, Any], names: list[str], path: str) -> None:
     """``CheckpointError`` naming the first of ``names`` whose value in ``state`` is not an array of floats."""
-    bad = next((name for name in names if name in state and not _is_float_array(state[name])), None)
+    bad = next((name for name in names if name in state and not is_float_array(state[name])), None)
     if bad is not None:
         raise CheckpointError(f"{path}: {bad} is {_described(state[bad])}, not an array of floats: these are not "
                               "UniNeXt weights")

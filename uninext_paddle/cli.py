@@ -173,8 +173,9 @@ def select_device_and_tune(name: str, user_omp_threads: str | None) -> DeviceSta
     user's ``OMP_NUM_THREADS`` as the script read it before importing Paddle."""
     with about("--device"):
         device = select_device(name)
+    gpu_note = cpu_build_on_gpu_machine_note()
     if device != "cpu":
-        return DeviceStart(device, cpu_build_on_gpu_machine_note(), None)
+        return DeviceStart(device, gpu_note, None)
     applied = tune_cpu_runtime(user_omp_threads)
     if kernels.available():
         applied.append("C++ kernels for LayerNorm, GELU, transposes and Adam's L2 decay")
@@ -182,5 +183,4 @@ def select_device_and_tune(name: str, user_omp_threads: str | None) -> DeviceSta
     else:
         note = (f"the C++ CPU kernels do not run ({kernels.unavailable_reason()}): LayerNorm, GELU, transposes "
                 "and Adam's L2 decay take Paddle's own, slower kernels")
-    return DeviceStart(device, cpu_build_on_gpu_machine_note(), "; ".join(applied) or f"none ({OPT_OUT_VARIABLE}=0)",
-                       note)
+    return DeviceStart(device, gpu_note, "; ".join(applied) or f"none ({OPT_OUT_VARIABLE}=0)", note)

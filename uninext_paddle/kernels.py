@@ -23,19 +23,13 @@ from types import ModuleType
 
 import paddle
 
+from .runtime import cpu_field, read_cpuinfo
+
 __all__ = ["MODULE", "SOURCE", "available", "unavailable_reason", "layer_norm", "gelu", "transpose", "l2_decay"]
 
 MODULE = "uninext_cpu_kernels"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.cc")
 _NEEDED_CPU_FLAGS = {"avx2", "fma"}
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
 
 
 def _source_version() -> str:
@@ -48,7 +42,7 @@ def _source_version() -> str:
 def _loaded() -> tuple[ModuleType | None, str | None]:
     """(the kernels' module, None), or (None, why they cannot run here)."""
     rebuild = "bash install.sh builds them"
-    missing = _NEEDED_CPU_FLAGS - _cpu_flags()
+    missing = _NEEDED_CPU_FLAGS - set(cpu_field(read_cpuinfo(), "flags").split())
     if missing:
         return None, f"this CPU lacks {' and '.join(sorted(missing))}, which they are built for"
     try:

@@ -39,7 +39,8 @@ import platform
 
 import paddle
 
-__all__ = ["OPT_OUT_VARIABLE", "mkl_avx2_wanted", "keep_freed_memory", "math_threads", "tune_cpu_runtime"]
+__all__ = ["OPT_OUT_VARIABLE", "read_cpuinfo", "cpu_field", "usable_cpus", "mkl_avx2_wanted", "keep_freed_memory",
+           "math_threads", "tune_cpu_runtime"]
 
 OPT_OUT_VARIABLE = "UNINEXT_CPU_TUNING"
 
@@ -48,19 +49,36 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _TRIM_THRESHOLD_BYTES = 1 << 30  # mallopt takes an int: the largest power of two under 2**31
 
 
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def cpu_field(cpuinfo: str, name: str) -> str:
+    """The first processor's ``name`` field ("vendor_id", "flags", ...) in /proc/cpuinfo's text, "" if absent."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def mkl_avx2_wanted(cpuinfo: str, environ: dict[str, str] | os._Environ) -> bool:
     """Whether to set ``MKL_DEBUG_CPU_TYPE=5``: an AMD processor (``cpuinfo``: /proc/cpuinfo's text) with AVX2
     and FMA, and the user has not set the variable."""
     if "MKL_DEBUG_CPU_TYPE" in environ:
         return False
-    vendor = flags = ""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id" and not vendor:
-            vendor = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = value
-    return vendor == "AuthenticAMD" and {"avx2", "fma"} <= set(flags.split())
+    return (cpu_field(cpuinfo, "vendor_id") == "AuthenticAMD"
+            and {"avx2", "fma"} <= set(cpu_field(cpuinfo, "flags").split()))
 
 
 def keep_freed_memory() -> bool:
@@ -101,20 +119,14 @@ def tune_cpu_runtime(user_omp_threads: str | None) -> list[str]:
     if os.environ.get(OPT_OUT_VARIABLE, "1") == "0":
         return []
     applied = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpuinfo = f.read()
-    except OSError:
-        cpuinfo = ""
-    if mkl_avx2_wanted(cpuinfo, os.environ):
+    if mkl_avx2_wanted(read_cpuinfo(), os.environ):
         os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
         applied.append("MKL AVX2 path on AMD (MKL_DEBUG_CPU_TYPE=5)")
     if keep_freed_memory():
         applied.append("glibc malloc keeps freed memory (no mmap, no trim)")
     paddle.set_flags({"FLAGS_use_stride_kernel": False})
     applied.append("transposes copy at once (FLAGS_use_stride_kernel=False)")
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = math_threads(user_omp_threads, os.environ, usable)
+    threads = math_threads(user_omp_threads, os.environ, usable_cpus())
     if threads > 1:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read when OpenMP starts, at the first GEMM
         os.environ.setdefault("KMP_BLOCKTIME", "1")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from .checkpoint import load_weights
+from .checkpoint import is_float_array, load_weights
 from .device import world_size
 from .ema import ModelEma
 from .engine import EpochMeter, TrainStep
@@ -146,7 +146,7 @@ def restore_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle
     """Load a ``portable_optimizer_state`` (or a format-1 state keyed by unique names) into ``optimizer``;
     ``CheckpointError`` naming the first accumulator that is not an array of floats."""
     bad = next((key for key, value in state.items() if key not in _OPTIMIZER_TABLES and
-                not (isinstance(value, np.ndarray) and value.dtype.kind == "f")), None)
+                not is_float_array(value)), None)
     if bad is not None:
         raise CheckpointError(f"the optimizer state's {bad} is not an array of floats")
     optimizer.set_state_dict(_renamed(state, {name: p.name for name, p in model.named_parameters()}))
